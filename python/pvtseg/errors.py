@@ -1,0 +1,52 @@
+"""Typed errors. Every message says what went wrong *and* how to fix it.
+
+All inherit from PvtsegError so callers can catch one type; each also inherits the
+closest built-in (ValueError, FileNotFoundError, ...) so generic handlers still work.
+"""
+
+
+class PvtsegError(Exception):
+    """Base class of every error pvtseg raises on purpose."""
+
+
+class ModelNotFoundError(PvtsegError, KeyError):
+    """Unknown model name."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InputShapeError(PvtsegError, ValueError):
+    """An input tensor or frame has a shape the model cannot take."""
+
+
+class CheckpointError(PvtsegError, ValueError):
+    """A checkpoint cannot be read, recognised or loaded into the model."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A checkpoint path does not exist."""
+
+
+class MetaError(PvtsegError, ValueError):
+    """A sidecar JSON file is missing, unreadable or does not match the schema."""
+
+
+class ExportError(PvtsegError, RuntimeError):
+    """Export failed or the exported artifact disagrees with PyTorch."""
+
+
+class EngineError(PvtsegError, RuntimeError):
+    """A TensorRT engine cannot be built or loaded (no TensorRT, no GPU, wrong version)."""
+
+
+class FrameError(PvtsegError, ValueError):
+    """A frame handed to the runtime is not an image it can segment."""
+
+
+class SourceError(PvtsegError, RuntimeError):
+    """A camera / video / stream source cannot be opened or read."""
+
+
+class DataError(PvtsegError, ValueError):
+    """A dataset folder is missing or malformed."""
