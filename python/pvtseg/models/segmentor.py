@@ -8,7 +8,8 @@ an engine hands back labels and no float logits cross PCIe.
 
 from __future__ import annotations
 
-from typing import Dict, List
+import functools
+from typing import Any, Callable, Dict, List
 
 import torch
 import torch.nn as nn
@@ -29,6 +30,8 @@ class Segmentor(nn.Module):
         self.backbone = backbone
         self.head = head
         self.feature_info: List[Dict[str, int]] = list(backbone.feature_info)
+        pred = head.linear_pred if isinstance(head, SegFormerHead) else head.head.conv_seg
+        self.num_classes = int(pred.out_channels)
         self.output = "logits_4x"
         self.label_dtype = torch.uint8
         self.set_output(output, label_dtype)
@@ -41,12 +44,6 @@ class Segmentor(nn.Module):
         self.output = output
         self.label_dtype = _LABEL_DTYPES[label_dtype]
         return self
-
-    @property
-    def num_classes(self) -> int:
-        head = self.head
-        pred = head.linear_pred if isinstance(head, SegFormerHead) else head.head.conv_seg
-        return int(pred.out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.head(self.backbone.forward_features(x))
@@ -63,26 +60,38 @@ def _segformer_dim(channels: List[int], depths: List[int]) -> int:
     return 256 if channels[3] == 256 or sum(depths) <= 8 else 768
 
 
-def _make(backbone_name: str, head_kind: str):
-    module = pvt_v1 if backbone_name.startswith("pvt_v1") else pvt_v2
+def register_segmentors(backbone_name: str, build_backbone: Callable[..., nn.Module],
+                        segformer_dim: int = 256) -> None:
+    """Register `<backbone>_fpn` and `<backbone>_segformer` for a backbone constructor.
 
-    def build(num_classes: int = 150, output: str = "logits_4x", label_dtype: str = "uint8",
-              decoder_dim: int = 0, dropout: float = 0.1, **kw) -> Segmentor:
-        if module is pvt_v1:
-            kw["dense_only"] = True
-        backbone = module.build(backbone_name, num_classes=0, **kw)
-        chans = [f["num_chs"] for f in backbone.feature_info]
-        if head_kind == "fpn":
-            head: nn.Module = SemanticFPN(chans, num_classes, dropout=dropout)
-        else:
-            depths = list(module.CONFIGS[backbone_name]["depths"])
-            dim = decoder_dim or _segformer_dim(chans, depths)
-            head = SegFormerHead(chans, num_classes, embed_dim=dim, dropout=dropout)
-        return Segmentor(backbone, head, output=output, label_dtype=label_dtype)
+    `build_backbone(**kw)` must return a module with `feature_info` (4 levels, strides
+    4..32) and `forward_features(x) -> List[Tensor]`.
+    """
 
-    return build
+    def make(head_kind: str) -> Callable[..., Segmentor]:
+        def build(num_classes: int = 150, output: str = "logits_4x", label_dtype: str = "uint8",
+                  decoder_dim: int = 0, dropout: float = 0.1, **kw: Any) -> Segmentor:
+            backbone = build_backbone(**kw)
+            chans = [f["num_chs"] for f in backbone.feature_info]
+            if head_kind == "fpn":
+                head: nn.Module = SemanticFPN(chans, num_classes, dropout=dropout)
+            else:
+                head = SegFormerHead(chans, num_classes, embed_dim=decoder_dim or segformer_dim, dropout=dropout)
+            return Segmentor(backbone, head, output=output, label_dtype=label_dtype)
+
+        return build
+
+    for head_kind in ("fpn", "segformer"):
+        register_model(f"{backbone_name}_{head_kind}", "segmentor")(make(head_kind))
 
 
-for _bb in list(pvt_v1.CONFIGS) + list(pvt_v2.CONFIGS):
-    for _head in ("fpn", "segformer"):
-        register_model(f"{_bb}_{_head}", "segmentor")(_make(_bb, _head))
+def _register_pvt() -> None:
+    for name, cfg in pvt_v1.CONFIGS.items():
+        register_segmentors(name, functools.partial(pvt_v1.build, name, num_classes=0, dense_only=True),
+                            _segformer_dim([c for c in cfg["embed_dims"]], list(cfg["depths"])))
+    for name, cfg in pvt_v2.CONFIGS.items():
+        register_segmentors(name, functools.partial(pvt_v2.build, name, num_classes=0),
+                            _segformer_dim([c for c in cfg["embed_dims"]], list(cfg["depths"])))
+
+
+_register_pvt()
