@@ -50,3 +50,7 @@ class SourceError(PvtsegError, RuntimeError):
 
 class DataError(PvtsegError, ValueError):
     """A dataset folder is missing or malformed."""
+
+
+class DownloadError(CheckpointError, ConnectionError):
+    """Official weights could not be downloaded (offline, HTTP error, incomplete file)."""

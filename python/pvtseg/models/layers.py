@@ -118,11 +118,13 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, sr_ratio: int,
                  conv_mlp: bool, linear: bool = False, drop_path: float = 0.0, norm_eps: float = 1e-6,
-                 drop: float = 0.0, attn_drop: float = 0.0):
+                 drop: float = 0.0, attn_drop: float = 0.0, sr_norm_eps: float = 1e-5):
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = SpatialReductionAttention(dim, num_heads, qkv_bias, sr_ratio, linear, norm_eps,
+        # The official code builds attn.norm as a plain nn.LayerNorm(dim) (eps 1e-5) while
+        # norm1/norm2 get norm_layer (eps 1e-6); HF uses one eps everywhere.
+        self.attn = SpatialReductionAttention(dim, num_heads, qkv_bias, sr_ratio, linear, sr_norm_eps,
                                               attn_drop=attn_drop, proj_drop=drop)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)

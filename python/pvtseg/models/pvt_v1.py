@@ -42,8 +42,8 @@ class PatchEmbed(nn.Module):
 class PVTv1Stage(nn.Module):
     def __init__(self, in_chans: int, dim: int, patch_size: int, grid: Tuple[int, int], has_cls: bool,
                  depth: int, num_heads: int, mlp_ratio: float, sr_ratio: int, qkv_bias: bool,
-                 drop_path: Sequence[float], norm_eps: float, patch_norm_eps: float, pos_interp: str,
-                 drop: float, attn_drop: float):
+                 drop_path: Sequence[float], norm_eps: float, patch_norm_eps: float, sr_norm_eps: float,
+                 pos_interp: str, drop: float, attn_drop: float):
         super().__init__()
         self.patch_embed = PatchEmbed(in_chans, dim, patch_size, patch_norm_eps)
         self.num_prefix = 1 if has_cls else 0
@@ -53,7 +53,8 @@ class PVTv1Stage(nn.Module):
         self.pos_drop = nn.Dropout(drop)
         self.blocks = nn.ModuleList([
             Block(dim, num_heads, mlp_ratio, qkv_bias, sr_ratio, conv_mlp=False, drop_path=drop_path[j],
-                  norm_eps=norm_eps, drop=drop, attn_drop=attn_drop)
+                  norm_eps=norm_eps, drop=drop, attn_drop=attn_drop,
+                  sr_norm_eps=sr_norm_eps)
             for j in range(depth)])
 
     def set_grid(self, grid_h: int, grid_w: int) -> None:
@@ -89,7 +90,7 @@ class PyramidVisionTransformerV1(nn.Module):
                  sr_ratios: Sequence[int] = (8, 4, 2, 1), qkv_bias: bool = True, num_classes: int = 1000,
                  img_size: int = 224, in_chans: int = 3, pos_interp: str = "bilinear", drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, norm_eps: float = 1e-6,
-                 patch_norm_eps: float = 1e-5, dense_only: bool = False):
+                 patch_norm_eps: float = 1e-5, sr_norm_eps: float = 1e-5, dense_only: bool = False):
         super().__init__()
         if pos_interp not in ("bilinear", "bicubic"):
             raise ValueError(f"pos_interp must be 'bilinear' or 'bicubic', got {pos_interp!r}")
@@ -102,8 +103,8 @@ class PyramidVisionTransformerV1(nn.Module):
                 in_chans if i == 0 else embed_dims[i - 1], embed_dims[i], patch_size=4 if i == 0 else 2,
                 grid=(img_size // stride, img_size // stride), has_cls=(i == 3), depth=depths[i],
                 num_heads=num_heads[i], mlp_ratio=mlp_ratios[i], sr_ratio=sr_ratios[i], qkv_bias=qkv_bias,
-                drop_path=dpr[i], norm_eps=norm_eps, patch_norm_eps=patch_norm_eps, pos_interp=pos_interp,
-                drop=drop_rate, attn_drop=attn_drop_rate))
+                drop_path=dpr[i], norm_eps=norm_eps, patch_norm_eps=patch_norm_eps, sr_norm_eps=sr_norm_eps,
+                pos_interp=pos_interp, drop=drop_rate, attn_drop=attn_drop_rate))
         self.stages = nn.ModuleList(stages)
         # dense_only (inside a segmentor): no class token, final norm or classifier, like the
         # official detection/segmentation backbone. pos_embed of stage 4 keeps its class slot

@@ -37,12 +37,13 @@ class OverlapPatchEmbed(nn.Module):
 class PVTv2Stage(nn.Module):
     def __init__(self, in_chans: int, dim: int, patch_size: int, stride: int, depth: int, num_heads: int,
                  mlp_ratio: float, sr_ratio: int, qkv_bias: bool, linear: bool, drop_path: Sequence[float],
-                 norm_eps: float, patch_norm_eps: float, drop: float, attn_drop: float):
+                 norm_eps: float, patch_norm_eps: float, sr_norm_eps: float, drop: float, attn_drop: float):
         super().__init__()
         self.patch_embed = OverlapPatchEmbed(in_chans, dim, patch_size, stride, patch_norm_eps)
         self.blocks = nn.ModuleList([
             Block(dim, num_heads, mlp_ratio, qkv_bias, sr_ratio, conv_mlp=True, linear=linear,
-                  drop_path=drop_path[j], norm_eps=norm_eps, drop=drop, attn_drop=attn_drop)
+                  drop_path=drop_path[j], norm_eps=norm_eps, drop=drop, attn_drop=attn_drop,
+                  sr_norm_eps=sr_norm_eps)
             for j in range(depth)])
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
 
@@ -60,7 +61,8 @@ class PyramidVisionTransformerV2(nn.Module):
                  mlp_ratios: Sequence[float] = (8, 8, 4, 4), depths: Sequence[int] = (3, 4, 6, 3),
                  sr_ratios: Sequence[int] = (8, 4, 2, 1), qkv_bias: bool = True, linear: bool = False,
                  num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, norm_eps: float = 1e-6, patch_norm_eps: float = 1e-5):
+                 drop_path_rate: float = 0.0, norm_eps: float = 1e-6, patch_norm_eps: float = 1e-5,
+                 sr_norm_eps: float = 1e-5):
         super().__init__()
         self.embed_dims = list(embed_dims)
         self.num_classes = num_classes
@@ -72,7 +74,7 @@ class PyramidVisionTransformerV2(nn.Module):
                 patch_size=7 if i == 0 else 3, stride=4 if i == 0 else 2, depth=depths[i],
                 num_heads=num_heads[i], mlp_ratio=mlp_ratios[i], sr_ratio=sr_ratios[i], qkv_bias=qkv_bias,
                 linear=linear, drop_path=dpr[i], norm_eps=norm_eps, patch_norm_eps=patch_norm_eps,
-                drop=drop_rate, attn_drop=attn_drop_rate))
+                sr_norm_eps=sr_norm_eps, drop=drop_rate, attn_drop=attn_drop_rate))
         self.stages = nn.ModuleList(stages)
         self.head = nn.Linear(embed_dims[3], num_classes) if num_classes > 0 else nn.Identity()
         self.feature_info: List[Dict[str, int]] = [

@@ -52,11 +52,14 @@ def create_model(
     num_classes: Optional[int] = None,
     checkpoint: Union[str, os.PathLike, dict, None] = None,
     strict: bool = True,
+    drop_head: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model; optionally load a checkpoint in any supported format.
 
     `num_classes` defaults to 1000 for classifiers and 150 (ADE20K) for segmentors.
+    `checkpoint` may be any format load_checkpoint understands; `strict` and `drop_head`
+    (skip the checkpoint's final classification layer) are passed on to it.
     """
     _ensure_loaded()
     _check_name(name)
@@ -67,7 +70,7 @@ def create_model(
     if checkpoint is not None:
         from .checkpoints import load_checkpoint
 
-        load_checkpoint(model, checkpoint, strict=strict)
+        load_checkpoint(model, checkpoint, strict=strict, drop_head=drop_head)
     return model
 
 
@@ -88,4 +91,4 @@ def _natural_key(name: str):
 
 def _ensure_loaded() -> None:
     # Importing the model modules runs their @register_model decorators.
-    from . import pvt_v1, pvt_v2, segmentor  # noqa: F401
+    from . import dat, mobilevit, mswin, pvt_v1, pvt_v2, segmentor, swin  # noqa: F401

@@ -1,0 +1,12 @@
+#!/usr/bin/env python3
+"""Build a TensorRT engine from an exported ONNX (= `pvtseg build-engine`; --help for options)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # runs from a checkout without pip install
+
+from pvtseg.engine.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

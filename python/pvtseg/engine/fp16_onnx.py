@@ -1,0 +1,238 @@
+"""FP32 ONNX graph -> FP16 graph with FP32 islands and explicit Cast nodes (pure ONNX).
+
+TensorRT 11 has no FP16 builder flag: precision comes from the network's own types
+(strongly typed). This transform produces such a network. The islands that stay FP32 are
+the ones that overflow or lose too much in FP16 in these models:
+- normalisations and reductions: LayerNormalization (the top reported FP16 failure for
+  PVT / SegFormer), Group/InstanceNormalization, every Reduce*, and the Pow / Sqrt /
+  Reciprocal / Sub / Add / Div of a LayerNorm decomposed into primitives;
+- Softmax / LogSoftmax (attention probabilities);
+- the final upsample + ArgMax (the Resize whose output reaches the ArgMax or a graph output),
+  so labels are decided in FP32.
+Everything else (Conv, MatMul, Gemm, GELU's Erf, elementwise ops, ...) runs in FP16.
+Graph inputs and outputs keep their declared types (the sidecar's): a float32 input gets a
+Cast to FP16 after it, a float32 output a Cast back at the end.
+
+`island_node_names(model)` names the nodes that stay FP32; the TensorRT 8.5-10.x path
+(FP16 flag + per-layer precision constraints, see plan.py) pins the same layers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional, Set
+
+FP32_ISLAND_OPS = frozenset({
+    "LayerNormalization", "GroupNormalization", "InstanceNormalization", "LpNormalization",
+    "MeanVarianceNormalization",
+    "Softmax", "LogSoftmax",
+    "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum",
+    "ReduceLogSumExp", "ReduceProd", "ReduceMax", "ReduceMin",
+    "Pow", "Sqrt", "Reciprocal",
+    "ArgMax", "ArgMin", "TopK",
+})
+# Ops that, fed directly by a reduction / Sqrt / Pow island, belong to a norm decomposition.
+_NORM_DECOMP_FOLLOWERS = frozenset({"Sub", "Add", "Div", "Mul"})
+_NORM_DECOMP_TRIGGERS = frozenset({"ReduceMean", "ReduceSum", "ReduceSumSquare", "Pow", "Sqrt", "Reciprocal"})
+_PASS_THROUGH = frozenset({"Cast", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Transpose"})
+# Inputs that the ONNX spec requires to be float32 whatever the data type (index per op).
+_FORCE_FP32_INPUTS = {"Resize": (1, 2)}
+
+
+def _consumers(graph: Any) -> Dict[str, List[Any]]:
+    out: Dict[str, List[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name:
+                out.setdefault(name, []).append(node)
+    return out
+
+
+def island_node_names(model: Any) -> Set[str]:
+    """Names of the nodes of an FP32 graph that the FP16 policy keeps in FP32."""
+    graph = model.graph
+    cons = _consumers(graph)
+    producer = {o: n for n in graph.node for o in n.output}
+    outputs = {o.name for o in graph.output}
+    islands: Set[str] = set()
+    for node in graph.node:
+        if node.op_type in FP32_ISLAND_OPS:
+            islands.add(node.name)
+    # Norm decompositions: Sub/Add/Div/Mul fed directly by a reduction, Sqrt or Pow island.
+    for node in graph.node:
+        if node.op_type in _NORM_DECOMP_FOLLOWERS:
+            for name in node.input:
+                p = producer.get(name)
+                if p is not None and p.name in islands and p.op_type in _NORM_DECOMP_TRIGGERS:
+                    islands.add(node.name)
+    # ... and the Sub (x - mean) that feeds the variance's Pow.
+    for node in graph.node:
+        if node.op_type == "Pow" and node.input and node.input[0] in producer:
+            p = producer[node.input[0]]
+            if p.op_type == "Sub":
+                islands.add(p.name)
+
+    def reaches_final(tensor: str, depth: int = 0) -> bool:
+        if tensor in outputs:
+            return True
+        if depth > 8:
+            return False
+        for c in cons.get(tensor, []):
+            if c.op_type in ("ArgMax", "ArgMin", "TopK"):
+                return True
+            if c.op_type in _PASS_THROUGH and any(reaches_final(o, depth + 1) for o in c.output):
+                return True
+        return False
+
+    for node in graph.node:
+        if node.op_type == "Resize" and reaches_final(node.output[0]):
+            islands.add(node.name)
+    return islands
+
+
+def convert_to_fp16(model: Any, keep_fp32: Optional[Iterable[str]] = None, check: bool = True) -> Any:
+    """Return an FP16 copy of an FP32 onnx.ModelProto with FP32 islands (see module doc).
+
+    `keep_fp32`: node names to keep in FP32 (default: `island_node_names(model)`).
+    Nodes need unique, non-empty names (exporters and onnxslim give them; missing ones are
+    filled in).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}_pvtseg"
+    islands = set(island_node_names(model) if keep_fp32 is None else keep_fp32)
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    dtype: Dict[str, int] = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dtype[vi.name] = vi.type.tensor_type.elem_type
+    for init in graph.initializer:
+        dtype[init.name] = init.data_type
+
+    cons = _consumers(graph)
+
+    def wants_fp32(node: Any, idx: int) -> bool:
+        return node.name in islands or idx in _FORCE_FP32_INPUTS.get(node.op_type, ())
+
+    # 1. Initializers and Constant nodes: FP16 where every float consumer computes in FP16.
+    new_inits = []
+    fp16_alias: Dict[str, str] = {}  # FP32 constant -> FP16 copy, for mixed consumers
+    const_nodes = {n.output[0]: n for n in graph.node if n.op_type == "Constant"}
+
+    def consumer_modes(name: str) -> Set[bool]:
+        return {wants_fp32(c, i) for c in cons.get(name, []) for i, inp in enumerate(c.input) if inp == name}
+
+    for init in graph.initializer:
+        if init.data_type != FLOAT:
+            continue
+        modes = consumer_modes(init.name)
+        arr = numpy_helper.to_array(init)
+        if modes == {False}:
+            init.CopyFrom(numpy_helper.from_array(arr.astype("float16"), init.name))
+            dtype[init.name] = HALF
+        elif modes == {True, False}:
+            alias = init.name + "_fp16"
+            new_inits.append(numpy_helper.from_array(arr.astype("float16"), alias))
+            fp16_alias[init.name] = alias
+            dtype[alias] = HALF
+    graph.initializer.extend(new_inits)
+    for name, node in const_nodes.items():
+        value = next((a for a in node.attribute if a.name == "value"), None)
+        if value is None or value.t.data_type != FLOAT:
+            continue
+        if consumer_modes(name) == {False}:
+            arr = numpy_helper.to_array(value.t).astype("float16")
+            value.t.CopyFrom(numpy_helper.from_array(arr, value.t.name))
+            dtype[name] = HALF
+
+    # 2. Walk nodes in order; Cast float inputs to the node's compute type.
+    cast_cache: Dict[tuple, str] = {}
+    new_nodes: List[Any] = []
+
+    def cast(name: str, to: int) -> str:
+        key = (name, to)
+        if key not in cast_cache:
+            out = f"{name}_to_{'fp16' if to == HALF else 'fp32'}"
+            new_nodes.append(helper.make_node("Cast", [name], [out], to=to, name=f"{out}_cast_pvtseg"))
+            cast_cache[key] = out
+            dtype[out] = to
+        return cast_cache[key]
+
+    for node in graph.node:
+        if node.op_type == "Constant":
+            new_nodes.append(node)
+            continue
+        for i, name in enumerate(node.input):
+            t = dtype.get(name)
+            if not name or t not in (FLOAT, HALF):
+                continue
+            want = FLOAT if wants_fp32(node, i) else HALF
+            if t == want:
+                continue
+            if want == HALF and name in fp16_alias:
+                node.input[i] = fp16_alias[name]
+            else:
+                node.input[i] = cast(name, want)
+        compute = FLOAT if node.name in islands else HALF
+        if node.op_type == "Cast":
+            to = next(a.i for a in node.attribute if a.name == "to")
+            out_t = to
+        elif node.op_type == "ConstantOfShape":
+            out_t = dtype.get(node.output[0], FLOAT)
+        else:
+            out_t = None
+        for o in node.output:
+            t = dtype.get(o)
+            if out_t is not None:
+                dtype[o] = out_t
+            elif t in (FLOAT, HALF):
+                dtype[o] = compute
+        new_nodes.append(node)
+
+    # 3. Graph outputs keep their declared type.
+    for out in graph.output:
+        declared = out.type.tensor_type.elem_type
+        actual = dtype.get(out.name)
+        if declared in (FLOAT, HALF) and actual is not None and actual != declared:
+            inner = out.name + "_pvtseg_inner"
+            for n in new_nodes:
+                for j, o in enumerate(n.output):
+                    if o == out.name:
+                        n.output[j] = inner
+                for j, inp in enumerate(n.input):
+                    if inp == out.name:
+                        n.input[j] = inner
+            new_nodes.append(helper.make_node("Cast", [inner], [out.name], to=declared,
+                                              name=f"{out.name}_output_cast_pvtseg"))
+
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    del graph.value_info[:]
+    model = onnx.shape_inference.infer_shapes(model)
+    if check:
+        onnx.checker.check_model(model)
+    return model
+
+
+def fp32_node_names(model: Any) -> Set[str]:
+    """Names of the non-Cast nodes of a converted graph that compute in FP32 (for tests/reports)."""
+    import onnx
+    from onnx import TensorProto
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {vi.name: vi.type.tensor_type.elem_type
+             for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    for init in model.graph.initializer:
+        types[init.name] = init.data_type
+    out = set()
+    for node in model.graph.node:
+        if node.op_type in ("Cast", "Constant"):
+            continue
+        if node.input and types.get(node.input[0]) == TensorProto.FLOAT:
+            out.add(node.name)
+    return out

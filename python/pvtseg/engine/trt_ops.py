@@ -1,0 +1,125 @@
+"""The ONNX operator matrix of TensorRT 10.0's ONNX parser, and a graph checker.
+
+SUPPORTED_OPS is the set of operators marked `Y` in onnx/onnx-tensorrt docs/operators.md
+for TensorRT 10.0 (Apache-2.0; a copy is ../shared/data/tensorrt/onnx-operators-trt10.0.md,
+and tests check this set against it). `parse_operator_table` reads such a file when one is
+given, so a newer matrix can be used without a code change. Plain Python + onnx.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+SUPPORTED_OPS = frozenset({
+    'Abs', 'Acos', 'Acosh', 'Add', 'And', 'ArgMax', 'ArgMin', 'Asin', 'Asinh', 'Atan', 'Atanh',
+    'AveragePool', 'BatchNormalization', 'Cast', 'CastLike', 'Ceil', 'Celu', 'Clip', 'Concat', 'Constant',
+    'ConstantOfShape', 'Conv', 'ConvTranspose', 'Cos', 'Cosh', 'CumSum', 'DeformConv', 'DepthToSpace',
+    'DequantizeLinear', 'Div', 'Dropout', 'Einsum', 'Elu', 'Equal', 'Erf', 'Exp', 'Expand', 'EyeLike',
+    'Flatten', 'Floor', 'Gather', 'GatherElements', 'GatherND', 'Gelu', 'Gemm', 'GlobalAveragePool',
+    'GlobalLpPool', 'GlobalMaxPool', 'Greater', 'GreaterOrEqual', 'GridSample', 'GroupNormalization', 'GRU',
+    'HardSigmoid', 'HardSwish', 'Hardmax', 'Identity', 'If', 'ImageScaler', 'InstanceNormalization',
+    'IsInf', 'IsNaN', 'LayerNormalization', 'LeakyRelu', 'Less', 'LessOrEqual', 'Log', 'LogSoftmax', 'Loop',
+    'LRN', 'LSTM', 'LpNormalization', 'LpPool', 'MatMul', 'Max', 'MaxPool', 'Mean',
+    'MeanVarianceNormalization', 'Min', 'Mish', 'Mod', 'Mul', 'Neg', 'NonMaxSuppression', 'NonZero', 'Not',
+    'OneHot', 'Or', 'Pad', 'ParametricSoftplus', 'Pow', 'PRelu', 'QuantizeLinear', 'RandomNormal',
+    'RandomNormalLike', 'RandomUniform', 'RandomUniformLike', 'Range', 'Reciprocal', 'ReduceL1', 'ReduceL2',
+    'ReduceLogSum', 'ReduceLogSumExp', 'ReduceMax', 'ReduceMean', 'ReduceMin', 'ReduceProd', 'ReduceSum',
+    'ReduceSumSquare', 'Relu', 'Reshape', 'Resize', 'ReverseSequence', 'RNN', 'RoiAlign', 'Round',
+    'ScaledTanh', 'Scan', 'Scatter', 'ScatterElements', 'ScatterND', 'Selu', 'Shape', 'Shrink', 'Sigmoid',
+    'Sign', 'Sin', 'Sinh', 'Size', 'Slice', 'Softmax', 'Softplus', 'Softsign', 'SpaceToDepth', 'Split',
+    'Sqrt', 'Squeeze', 'Sub', 'Sum', 'Tan', 'Tanh', 'ThresholdedRelu', 'Tile', 'TopK', 'Transpose', 'Trilu',
+    'Unsqueeze', 'Upsample', 'Where', 'Xor'
+})
+# Opset range of the parsers users run: TensorRT 8.5/8.6 (JetPack 5.1 / 6.0) parse <= 17,
+# TensorRT 10.x parses 9..20.
+OPSET_RANGES = {"8.5": (7, 17), "8.6": (7, 17), "10": (9, 20)}
+RESIZE_COORD_MODES = ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners")
+RESIZE_MODES = ("nearest", "linear")
+
+
+@dataclass
+class OpInfo:
+    supported: bool
+    types: List[str] = field(default_factory=list)
+    restrictions: str = ""
+
+
+def parse_operator_table(path_or_text: "str | os.PathLike[str]") -> Dict[str, OpInfo]:
+    """Parse the markdown matrix: `| Op | Y/N | types | restrictions |` rows."""
+    text = str(path_or_text)
+    if "\n" not in text and os.path.exists(text):
+        with open(text, encoding="utf-8") as f:
+            text = f.read()
+    table: Dict[str, OpInfo] = {}
+    for line in text.splitlines():
+        m = re.match(r"^\|\s*([A-Za-z][A-Za-z0-9_]*)\s*\|\s*([YN])\s*\|(.*)$", line)
+        if not m:
+            continue
+        cells = [c.strip() for c in m.group(3).split("|")]
+        types = [t.strip() for t in cells[0].split(",") if t.strip()] if cells else []
+        restrictions = cells[1] if len(cells) > 1 else ""
+        table[m.group(1)] = OpInfo(m.group(2) == "Y", types, restrictions)
+    if not table:
+        raise ValueError("no operator rows found: not an onnx-tensorrt operators.md table")
+    return table
+
+
+def _attr(node: Any, name: str, default: Any = None) -> Any:
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            v = onnx.helper.get_attribute_value(a)
+            return v.decode() if isinstance(v, bytes) else v
+    return default
+
+
+def check_onnx_for_tensorrt(model: Any, table: Optional[Dict[str, OpInfo]] = None,
+                            min_trt: str = "8.5") -> List[str]:
+    """Problems TensorRT's ONNX parser would have with `model` (an onnx.ModelProto).
+
+    Returns human-readable lines naming the op (empty list = all clear): unsupported or
+    unknown ops, custom domains, Resize modes the parser rejects, opsets outside the range
+    of the oldest TensorRT targeted (`min_trt`: "8.5", "8.6" or "10").
+    """
+    supported = {k for k, v in table.items() if v.supported} if table is not None else SUPPORTED_OPS
+    problems: List[str] = []
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            lo, hi = OPSET_RANGES.get(min_trt, OPSET_RANGES["10"])
+            if not lo <= imp.version <= hi:
+                problems.append(f"opset {imp.version} is outside {lo}..{hi}, the range TensorRT {min_trt} parses; "
+                                f"re-export with --opset 17")
+    initializers = {i.name for i in model.graph.initializer}
+    constants = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    seen: Dict[str, int] = {}
+    for node in model.graph.node:
+        where = f"{node.op_type} node {node.name!r}"
+        if node.domain not in ("", "ai.onnx"):
+            problems.append(f"{where}: custom domain {node.domain!r} needs a TensorRT plugin")
+            continue
+        if node.op_type not in supported:
+            seen[node.op_type] = seen.get(node.op_type, 0) + 1
+            continue
+        if node.op_type == "Resize":
+            mode = _attr(node, "mode", "nearest")
+            coord = _attr(node, "coordinate_transformation_mode", "half_pixel")
+            if mode not in RESIZE_MODES:
+                problems.append(f"{where}: mode {mode!r} is not supported (TensorRT: nearest, linear)")
+            if coord not in RESIZE_COORD_MODES:
+                problems.append(f"{where}: coordinate_transformation_mode {coord!r} is not supported")
+            if _attr(node, "antialias", 0):
+                problems.append(f"{where}: antialias is not supported")
+        if node.op_type in ("Slice", "Unsqueeze", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"):
+            idx = 3 if node.op_type == "Slice" else 1
+            if len(node.input) > idx and node.input[idx] and node.input[idx] not in initializers | constants:
+                problems.append(f"{where}: 'axes' must be a constant (TensorRT parser restriction)")
+        if node.op_type == "LayerNormalization" and len([o for o in node.output if o]) > 1:
+            problems.append(f"{where}: only the first output (Y) is supported")
+    for op, count in sorted(seen.items()):
+        problems.append(f"{op} ({count} node{'s' if count > 1 else ''}): not supported by TensorRT's ONNX parser "
+                        "(not marked Y in its operator matrix)")
+    return problems

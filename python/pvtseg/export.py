@@ -1,0 +1,516 @@
+"""Export a segmentor to ONNX and TorchScript with its sidecar, and check the result.
+
+    from pvtseg.export import export_model
+    paths = export_model(model, "models/build/camvid_b0", height=384, width=480)
+    # {"onnx": .../camvid_b0.onnx, "torchscript": .../camvid_b0.ts, "json": .../camvid_b0.json}
+
+CLI: `pvtseg export --model pvt_v2_b0_segformer --checkpoint X --num-classes 11 --height 384
+--width 480 --formats onnx,torchscript --out models/build/camvid_b0` (= python/export_model.py).
+
+What it does:
+- exact inference rewrites first (models/fuse.py: SegFormer decoder fold, BN folding, PVT v1
+  position embeddings baked at the export size for static graphs);
+- ONNX through the TorchScript-based exporter (`dynamo=False`): at opset 17 it gives one
+  LayerNormalization per norm and, after onnxslim, static integer sizes in every Resize;
+  it needs no onnxscript and is ~2x faster than the dynamo exporter here. Weights inside
+  the file; the sidecar JSON is also stored in the ONNX metadata (key "pvtseg");
+- TorchScript through torch.jit.script + freeze (the `output` attribute stays settable);
+- self-check before anything is renamed into place: ONNX Runtime and the TorchScript file
+  vs PyTorch eager (the unfused model) on a random input and a real CamVid frame: max abs
+  logit diff <= 1e-4 and label agreement >= 99.9%, else ExportError and nothing is written;
+- every ONNX op checked against TensorRT's ONNX-parser matrix; a warning names any other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import glob
+import hashlib
+import io
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import camvid
+from . import meta as meta_mod
+from .errors import ExportError, InputShapeError, PvtsegError
+
+FORMATS = ("onnx", "torchscript")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".ts"}
+MAX_LOGIT_DIFF = 1e-4
+MIN_LABEL_AGREEMENT = 0.999
+ONNX_2GB = 2 ** 31 - 1
+_REPO = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------------------------
+# Model preparation
+# --------------------------------------------------------------------------------------------
+
+def dynamic_export_blockers(model: nn.Module) -> List[str]:
+    """Reasons a model cannot export with dynamic height/width (empty list: it can).
+
+    - AdaptiveAvgPool2d(k) with k > 1 (pvt_v2_b2_li's linear SRA pools every stage to 7x7):
+      the pooling windows depend on the input size, which ONNX / TensorRT pooling needs fixed;
+    - any module with a `dynamic_export_blocker` string attribute (backbones declare their own).
+    """
+    reasons: List[str] = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.AdaptiveAvgPool2d):
+            size = mod.output_size
+            sizes = (size, size) if isinstance(size, int) else tuple(size)
+            if any(s not in (1, None) for s in sizes):
+                reasons.append(f"{name or 'model'}: AdaptiveAvgPool2d({size}) pools to a fixed grid, so its "
+                               "windows depend on the input size (ONNX/TensorRT pooling windows are fixed)")
+        blocker = getattr(mod, "dynamic_export_blocker", None)
+        if isinstance(blocker, str) and blocker:
+            reasons.append(f"{name or 'model'}: {blocker}")
+    # One line per distinct reason is enough.
+    seen: Dict[str, str] = {}
+    for r in reasons:
+        seen.setdefault(r.split(": ", 1)[1], r)
+    return list(seen.values())
+
+
+def prepare_for_export(model: nn.Module, *, output: str = "labels", label_dtype: str = "uint8",
+                       height: Optional[int] = None, width: Optional[int] = None, dynamic: bool = False,
+                       fuse: bool = True) -> nn.Module:
+    """An eval-mode copy set to `output`, with the exact inference rewrites applied."""
+    from .models.fuse import bake_pos_embed, fuse_for_inference, static_adaptive_pool
+
+    m = fuse_for_inference(model) if fuse else copy.deepcopy(model).eval()
+    m.set_output(output, label_dtype)  # type: ignore[operator]
+    if not dynamic and height is not None and width is not None:
+        bake_pos_embed(m, height, width)
+        static_adaptive_pool(m)
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs for the self-check
+# --------------------------------------------------------------------------------------------
+
+def find_sample_image() -> Optional[Path]:
+    """A CamVid val frame: $PVTSEG_CAMVID/val/images or ../shared/data/camvid beside the repo."""
+    roots = [os.environ.get("PVTSEG_CAMVID", ""), str(_REPO.parent / "shared" / "data" / "camvid"),
+             "../shared/data/camvid"]
+    for root in roots:
+        if root:
+            files = sorted(glob.glob(os.path.join(root, "val", "images", "*.jpg")))
+            if files:
+                return Path(files[0])
+    return None
+
+
+def preprocess_image(path: "str | os.PathLike[str]", height: int, width: int,
+                     mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """The sidecar's contract: BGR uint8 -> resize -> RGB -> [0, 1] -> (x - mean) / std -> 1x3xHxW."""
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ExportError(f"cannot read sample image {path}; pass sample_image= a readable .jpg/.png")
+    rgb = cv2.cvtColor(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+    x = (rgb.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+# --------------------------------------------------------------------------------------------
+# Writers
+# --------------------------------------------------------------------------------------------
+
+def _export_onnx(m: nn.Module, dest: Path, *, batch: int, height: int, width: int, opset: int, dynamic: bool,
+                 input_name: str, output_name: str, meta_json: str) -> Any:
+    import onnx
+
+    x = torch.randn(batch, 3, height, width)
+    dynamic_axes = None
+    if dynamic:
+        out_axes = {"labels": {0: "batch", 1: "height", 2: "width"},
+                    "logits": {0: "batch", 2: "height", 3: "width"},
+                    "logits_4x": {0: "batch", 2: "height_4", 3: "width_4"}}[str(m.output)]
+        dynamic_axes = {input_name: {0: "batch", 2: "height", 3: "width"}, output_name: out_axes}
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about baked python ints are expected
+        torch.onnx.export(m, (x,), buf, opset_version=opset, dynamo=False, input_names=[input_name],
+                          output_names=[output_name], dynamic_axes=dynamic_axes, do_constant_folding=True)
+    model = onnx.load_from_string(buf.getvalue())
+    try:
+        import onnxslim
+
+        model = onnxslim.slim(model)
+    except ImportError:
+        warnings.warn("onnxslim is not installed: the ONNX graph is not simplified (pip install onnxslim)")
+    model.producer_name = "pvtseg"
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "pvtseg", meta_json
+    big = model.ByteSize() > ONNX_2GB
+    onnx.save(model, str(dest), save_as_external_data=big,
+              location=dest.name.replace(".tmp", "") + ".data" if big else None)
+    return model
+
+
+def _export_torchscript(m: nn.Module, dest: Path) -> None:
+    scripted = torch.jit.script(m)
+    try:
+        scripted = torch.jit.freeze(scripted, preserved_attrs=["output"])
+    except Exception as e:  # freezing is an optimisation only
+        warnings.warn(f"torch.jit.freeze failed ({e}); saving the unfrozen script")
+    torch.jit.save(scripted, str(dest))
+
+
+# --------------------------------------------------------------------------------------------
+# Self-check
+# --------------------------------------------------------------------------------------------
+
+def _logits_onnx(model: Any) -> Any:
+    """A copy of a labels graph that also outputs the logits the ArgMax reads."""
+    import onnx
+
+    g = onnx.ModelProto.FromString(model.SerializeToString())
+    arg = next((n for n in g.graph.node if n.op_type == "ArgMax"), None)
+    if arg is None:
+        return None
+    g.graph.output.append(onnx.helper.make_tensor_value_info(arg.input[0], onnx.TensorProto.FLOAT, None))
+    return g
+
+
+def _compare(name: str, ref_logits: np.ndarray, ref_labels: np.ndarray, logits: Optional[np.ndarray],
+             labels: np.ndarray, report: List[str], failures: List[str]) -> None:
+    agree = float((labels.astype(np.int64) == ref_labels.astype(np.int64)).mean())
+    line = f"{name}: label agreement {agree * 100:.3f}%"
+    if logits is not None:
+        diff = float(np.abs(logits.astype(np.float64) - ref_logits).max())
+        line = f"{name}: max |logit diff| {diff:.2e}, " + line.split(": ", 1)[1]
+        if not diff <= MAX_LOGIT_DIFF:
+            failures.append(f"{name}: max abs logit diff {diff:.2e} > {MAX_LOGIT_DIFF:.0e}")
+    if agree < MIN_LABEL_AGREEMENT:
+        failures.append(f"{name}: label agreement {agree * 100:.3f}% < {MIN_LABEL_AGREEMENT * 100:.1f}%")
+    report.append(line)
+
+
+def verify_artifacts(reference: nn.Module, paths: Dict[str, Path], inputs: List[Tuple[str, np.ndarray]], *,
+                     output: str, onnx_model: Any = None) -> Tuple[List[str], List[str]]:
+    """Compare the written artifacts with eager `reference` (any output mode) on `inputs`.
+
+    Returns (report lines, failures). Logits are compared where the artifact exposes them
+    (logits graphs; a labels ONNX through the ArgMax input; a TorchScript file by switching
+    its `output` attribute), labels always.
+    """
+    report: List[str] = []
+    failures: List[str] = []
+    ref = copy.deepcopy(reference).eval()
+    logits_mode = "logits_4x" if output == "logits_4x" else "logits"
+    sessions = {}
+    if "onnx" in paths:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sessions["onnx"] = ort.InferenceSession(str(paths["onnx"]), so, providers=["CPUExecutionProvider"])
+        if output == "labels":
+            if onnx_model is None:
+                import onnx
+
+                onnx_model = onnx.load(str(paths["onnx"]))
+            lg = _logits_onnx(onnx_model)
+            if lg is not None:
+                sessions["onnx_logits"] = ort.InferenceSession(lg.SerializeToString(), so,
+                                                               providers=["CPUExecutionProvider"])
+    ts = torch.jit.load(str(paths["torchscript"])) if "torchscript" in paths else None
+    for tag, x in inputs:
+        xt = torch.from_numpy(x)
+        with torch.no_grad():
+            ref.set_output(logits_mode)  # type: ignore[operator]
+            ref_logits = ref(xt).numpy().astype(np.float64)
+        ref_labels = ref_logits.argmax(1)
+        if "onnx" in sessions:
+            s = sessions["onnx"]
+            iname = s.get_inputs()[0].name
+            if output == "labels":
+                labels = s.run(None, {iname: x})[0]
+                logits = sessions["onnx_logits"].run(None, {iname: x})[1] if "onnx_logits" in sessions else None
+            else:
+                logits = s.run(None, {iname: x})[0]
+                labels = logits.argmax(1)
+            _compare(f"onnxruntime {tag}", ref_logits, ref_labels, logits, labels, report, failures)
+        if ts is not None:
+            with torch.no_grad():
+                ts.output = output
+                out = ts(xt).numpy()
+                if output == "labels":
+                    labels = out
+                    ts.output = "logits"
+                    logits = ts(xt).numpy()
+                    ts.output = output
+                else:
+                    logits, labels = out, out.argmax(1)
+            _compare(f"torchscript {tag}", ref_logits, ref_labels, logits, labels, report, failures)
+    return report, failures
+
+
+# --------------------------------------------------------------------------------------------
+# The API
+# --------------------------------------------------------------------------------------------
+
+def default_dynamic_ranges(batch: int, height: int, width: int) -> Dict[str, List[int]]:
+    def rng(n: int) -> List[int]:
+        return [max(64, (n // 2) // 32 * 32), max(n, 2 * n)]
+
+    return {"batch": [1, max(batch, 8)], "height": rng(height), "width": rng(width)}
+
+
+def _base_path(out: "str | os.PathLike[str]") -> Path:
+    p = Path(out)
+    if p.suffix in (".onnx", ".ts", ".json", ".engine", ".pt"):
+        p = p.with_suffix("")
+    return p
+
+
+@contextlib.contextmanager
+def _temp_files(base: Path, suffixes: Sequence[str]) -> Iterator[Dict[str, Path]]:
+    base.parent.mkdir(parents=True, exist_ok=True)
+    tmp = {s: base.parent / f".{base.name}{s}.{os.getpid()}.tmp" for s in suffixes}
+    try:
+        yield tmp
+    finally:
+        for p in tmp.values():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                (p.parent / (p.name.replace(".tmp", "") + ".data")).unlink()
+
+
+def export_model(model: nn.Module, out: "str | os.PathLike[str]" = "models/build/model", *,
+                 arch: str = "pvt_v2_b0_segformer", height: int = 384, width: int = 480,
+                 formats: Sequence[str] = ("onnx", "torchscript"), output: str = "labels",
+                 label_dtype: str = "uint8", batch: int = 1, dynamic: bool = False, opset: int = 17,
+                 class_names: Optional[List[str]] = None, palette: Optional[List[List[int]]] = None,
+                 mean: Optional[List[float]] = None, std: Optional[List[float]] = None,
+                 checkpoint_sha256: Optional[str] = None, verify: bool = True,
+                 sample_image: "str | os.PathLike[str] | None" = None, fuse: bool = True,
+                 dynamic_ranges: Optional[Dict[str, List[int]]] = None, trt_check: bool = True,
+                 log: Any = print) -> Dict[str, Path]:
+    """Write `out`.onnx / `out`.ts / `out`.json (atomically, after the self-check passes).
+
+    Returns {"onnx": Path, "torchscript": Path, "json": Path} for the formats written.
+    Raises ExportError (nothing written) when the artifacts disagree with PyTorch.
+    """
+    if not hasattr(model, "set_output"):
+        raise ExportError(f"{type(model).__name__} is not a pvtseg segmentor (no set_output); "
+                          "create one with create_model('<backbone>_<fpn|segformer>', ...)")
+    formats = tuple(formats)
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ExportError(f"unknown format(s) {bad or formats}; choose from {', '.join(FORMATS)}")
+    if height % 32 or width % 32 or height <= 0 or width <= 0:
+        raise InputShapeError(f"--height/--width must be positive multiples of 32, got {height}x{width}; "
+                              f"e.g. {max(32, round(height / 32) * 32)}x{max(32, round(width / 32) * 32)}")
+    if batch < 1:
+        raise InputShapeError(f"batch must be >= 1, got {batch}")
+    if output not in ("labels", "logits", "logits_4x"):
+        raise ExportError(f"output must be 'labels', 'logits' or 'logits_4x', got {output!r}")
+    if opset < 17:
+        raise ExportError(f"opset {opset} splits LayerNormalization into primitives; use --opset 17 or newer")
+    if dynamic:
+        blockers = dynamic_export_blockers(model)
+        if blockers:
+            raise ExportError(f"{arch} cannot be exported with dynamic height/width: " + "; ".join(blockers)
+                              + ". Export a static graph per input size instead (drop --dynamic).")
+    num_classes = int(getattr(model, "num_classes"))
+    if class_names is None and palette is None and num_classes == camvid.NUM_CLASSES:
+        class_names, palette = list(camvid.CLASS_NAMES), [list(c) for c in camvid.PALETTE]
+    mean = list(mean if mean is not None else camvid.MEAN)
+    std = list(std if std is not None else camvid.STD)
+    input_name = "input"
+    output_name = "labels" if output == "labels" else "logits"
+    ranges = (dynamic_ranges or default_dynamic_ranges(batch, height, width)) if dynamic else None
+    meta = meta_mod.make_meta(
+        arch=arch, num_classes=num_classes, height=height, width=width,
+        output_kind="labels" if output == "labels" else "logits",
+        output_dtype=label_dtype if output == "labels" else "float32",
+        class_names=class_names, palette=palette, mean=mean, std=std, dynamic=ranges, precision="fp32",
+        output_stride=4 if output == "logits_4x" else 1, checkpoint_sha256=checkpoint_sha256,
+        input_name=input_name, output_name=output_name, batch=batch,
+        export={"opset": opset, "fused": fuse, "formats": list(formats), "exporter": "torch.onnx (dynamo=False)"})
+
+    m = prepare_for_export(model, output=output, label_dtype=label_dtype, height=height, width=width,
+                           dynamic=dynamic, fuse=fuse)
+    base = _base_path(out)
+    final = {f: base.with_suffix(SUFFIX[f]) for f in formats}
+    with _temp_files(base, [SUFFIX[f] for f in formats]) as tmp:
+        tmp_by_fmt = {f: tmp[SUFFIX[f]] for f in formats}
+        onnx_model = None
+        if "onnx" in formats:
+            onnx_model = _export_onnx(m, tmp_by_fmt["onnx"], batch=batch, height=height, width=width, opset=opset,
+                                      dynamic=dynamic, input_name=input_name, output_name=output_name,
+                                      meta_json=json.dumps(meta))
+            if trt_check:
+                from .engine.trt_ops import check_onnx_for_tensorrt
+
+                for problem in check_onnx_for_tensorrt(onnx_model):
+                    msg = f"TensorRT compatibility: {problem}"
+                    warnings.warn(msg)
+                    log(f"warning: {msg}")
+        if "torchscript" in formats:
+            _export_torchscript(m, tmp_by_fmt["torchscript"])
+        if verify:
+            inputs = _check_inputs(batch, height, width, mean, std, sample_image, dynamic, ranges, log)
+            report, failures = verify_artifacts(model, tmp_by_fmt, inputs, output=output, onnx_model=onnx_model)
+            for line in report:
+                log(f"check {line}")
+            if failures:
+                raise ExportError(f"{base.name}: exported artifacts disagree with PyTorch: " + "; ".join(failures)
+                                  + ". Nothing was written. Try --no-fuse, or report the model/opset.")
+            meta["export"]["check"] = report
+        for f in formats:
+            os.replace(tmp_by_fmt[f], final[f])
+            data = tmp_by_fmt[f].parent / (tmp_by_fmt[f].name.replace(".tmp", "") + ".data")
+            if data.exists():
+                os.replace(data, final[f].with_name(final[f].name + ".data"))
+    # One sidecar for every artifact of this base name.
+    json_path = meta_mod.write(base.with_suffix(".onnx"), meta)
+    result = dict(final)
+    result["json"] = json_path
+    log("wrote " + ", ".join(str(p) for p in result.values()))
+    return result
+
+
+def _check_inputs(batch: int, height: int, width: int, mean: List[float], std: List[float],
+                  sample_image: Any, dynamic: bool, ranges: Optional[Dict[str, List[int]]],
+                  log: Any) -> List[Tuple[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    inputs = [(f"random {batch}x3x{height}x{width}", rng.standard_normal((batch, 3, height, width)).astype(np.float32))]
+    img = Path(sample_image) if sample_image else find_sample_image()
+    if img is not None:
+        try:
+            x = preprocess_image(img, height, width, mean, std)
+            inputs.append((f"frame {img.name}", np.ascontiguousarray(np.repeat(x, batch, axis=0))))
+        except ImportError:
+            log("note: OpenCV is not installed; the real-frame check is skipped (pip install opencv-python-headless)")
+    else:
+        log("note: no CamVid frame found (set PVTSEG_CAMVID); checked on random input only")
+    if dynamic and ranges:
+        # A second size proves no size was baked into the graph.
+        h2 = height - 32 if height - 32 >= ranges["height"][0] else height + 32
+        w2 = width + 32 if width + 32 <= ranges["width"][1] else width - 32
+        b2 = 2 if ranges["batch"][1] >= 2 else 1
+        inputs.append((f"random {b2}x3x{h2}x{w2}", rng.standard_normal((b2, 3, h2, w2)).astype(np.float32)))
+    return inputs
+
+
+def sha256_file(path: "str | os.PathLike[str]") -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+PROG = "pvtseg export"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Export a segmentor to ONNX / TorchScript + sidecar, "
+                                                       "with a parity self-check against PyTorch.")
+    p.add_argument("--model", required=True, help="registered segmentor, e.g. pvt_v2_b0_segformer")
+    p.add_argument("--checkpoint", help="weights (any format pvtseg reads); omitted: random weights (testing only)")
+    p.add_argument("--num-classes", type=int, help="classes (default: the sidecar's, else 11 = CamVid)")
+    p.add_argument("--height", type=int, help="input height, multiple of 32 (default: sidecar's, else 384)")
+    p.add_argument("--width", type=int, help="input width, multiple of 32 (default: sidecar's, else 480)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch/height/width where the model allows")
+    p.add_argument("--output", choices=("labels", "logits", "logits_4x"), default="labels")
+    p.add_argument("--label-dtype", choices=("uint8", "int32"), default="uint8")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--formats", default="onnx,torchscript", help="comma list of: onnx, torchscript")
+    p.add_argument("--out", required=True, help="output base path, e.g. models/build/camvid_b0 (no suffix)")
+    p.add_argument("--sidecar", "--meta", dest="sidecar",
+                   help="JSON sidecar to copy class names, palette, mean/std (and defaults) from")
+    p.add_argument("--no-fuse", action="store_true", help="skip the exact inference rewrites (models/fuse.py)")
+    p.add_argument("--no-verify", action="store_true", help="skip the parity self-check (not recommended)")
+    p.add_argument("--sample-image", help="image for the real-frame check (default: a CamVid val frame)")
+    return p
+
+
+def _fail(msg: str) -> int:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        return _fail(f"--formats {args.formats!r}: choose from {', '.join(FORMATS)} (comma separated)")
+    src: Dict[str, Any] = {}
+    if args.sidecar:
+        try:
+            src = meta_mod.read(args.sidecar)
+        except PvtsegError as e:
+            return _fail(str(e))
+    inp = src.get("input", {})
+    def pick(arg: Optional[int], key: str, default: int) -> int:
+        return arg if arg is not None else int(inp.get(key) or src.get(key) or default)
+
+    height, width = pick(args.height, "height", 384), pick(args.width, "width", 480)
+    num_classes = pick(args.num_classes, "num_classes", camvid.NUM_CLASSES)
+    if num_classes < 1:
+        return _fail(f"--num-classes {num_classes}: must be >= 1")
+    if height % 32 or width % 32 or height <= 0 or width <= 0:
+        return _fail(f"--height {height} --width {width}: both must be positive multiples of 32 "
+                     f"(e.g. {max(32, round(height / 32) * 32)}x{max(32, round(width / 32) * 32)})")
+    if args.batch < 1:
+        return _fail(f"--batch {args.batch}: must be >= 1")
+    if src and src.get("num_classes") not in (None, num_classes):
+        return _fail(f"--num-classes {num_classes} but the sidecar {args.sidecar} lists {src['num_classes']} classes")
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        return _fail(f"checkpoint {args.checkpoint} does not exist")
+    try:
+        from .models import create_model, model_kind
+
+        if model_kind(args.model) != "segmentor":
+            return _fail(f"{args.model} is a classifier; export a segmentor such as {args.model}_segformer "
+                         f"or {args.model}_fpn")
+        model = create_model(args.model, num_classes=num_classes)
+        sha = None
+        if args.checkpoint:
+            from .models import load_checkpoint
+
+            try:
+                load_checkpoint(model, args.checkpoint, strict=True)
+            except NotImplementedError:
+                return _fail("checkpoint loading is not available in this pvtseg build (models/checkpoints.py)")
+            sha = sha256_file(args.checkpoint)
+        else:
+            print(f"{PROG}: warning: no --checkpoint: exporting RANDOM weights (for testing the pipeline only)",
+                  file=sys.stderr)
+        export_model(model, args.out, arch=args.model, height=height, width=width, formats=formats,
+                     output=args.output, label_dtype=args.label_dtype, batch=args.batch, dynamic=args.dynamic,
+                     opset=args.opset, class_names=src.get("class_names"), palette=src.get("palette"),
+                     mean=inp.get("mean"), std=inp.get("std"), checkpoint_sha256=sha,
+                     verify=not args.no_verify, sample_image=args.sample_image, fuse=not args.no_fuse)
+    except PvtsegError as e:
+        return _fail(str(e))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

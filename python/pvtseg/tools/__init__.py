@@ -1,0 +1,1 @@
+"""Small maintenance scripts (python -m pvtseg.tools.<name>)."""

@@ -1,0 +1,73 @@
+"""Turn a training checkpoint into the shipped weights + sidecar.
+
+    python -m pvtseg.tools.ship_model --checkpoint runs/b0/best.pth \
+        --out models/camvid_pvt_v2_b0_segformer.pth [--size 384 480] [--raw]
+
+Writes a weights-only state dict in pvtseg's own keys (the EMA weights when the run kept
+them, unless --raw), loadable with `create_model(arch, num_classes=11)` +
+`load_state_dict`, and its sidecar `x.json` (arch, CamVid class names + palette, mean/std,
+input size = the inference size, stride-4 float32 logits, checkpoint_sha256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from .. import meta as meta_mod
+from ..camvid import CLASS_NAMES, MEAN, NUM_CLASSES, PALETTE, STD
+from ..errors import CheckpointError, PvtsegError
+from ..io_utils import atomic_write_bytes
+
+
+def ship(checkpoint: str | Path, out: str | Path, size: tuple[int, int] = (384, 480), raw: bool = False,
+         **extra) -> Path:
+    from ..models import create_model
+
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not (isinstance(ck, dict) and "model" in ck):
+        raise CheckpointError(f"{checkpoint} is not a `pvtseg train` checkpoint (no 'model' entry).")
+    arch = ck.get("model_name", "pvt_v2_b0_segformer")
+    sd = ck["model"] if raw or not ck.get("ema") else ck["ema"]["module"]
+    sd = {k: v.detach().clone().float().contiguous() if v.is_floating_point() else v.clone() for k, v in sd.items()}
+    model = create_model(arch, num_classes=NUM_CLASSES)
+    model.load_state_dict(sd, strict=True)  # proves the keys are pvtseg's own
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    data = buf.getvalue()
+    out = Path(out)
+    atomic_write_bytes(out, data)
+    m = meta_mod.make_meta(
+        arch=arch, num_classes=NUM_CLASSES, height=int(size[0]), width=int(size[1]), output_kind="logits",
+        output_dtype="float32", class_names=list(CLASS_NAMES), palette=[list(c) for c in PALETTE],
+        mean=list(MEAN), std=list(STD), precision="fp32", output_stride=4,
+        checkpoint_sha256=hashlib.sha256(data).hexdigest(), dataset="CamVid (SegNet 11-class split)",
+        ignore_index=11, **extra)
+    meta_mod.write(out, m)
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pvtseg.tools.ship_model", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--size", type=int, nargs=2, default=[384, 480], metavar=("H", "W"))
+    ap.add_argument("--raw", action="store_true", help="ship the raw weights even if the run kept an EMA")
+    args = ap.parse_args(argv)
+    try:
+        out = ship(args.checkpoint, args.out, tuple(args.size), raw=args.raw)
+    except PvtsegError as e:
+        print(f"ship_model: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {meta_mod.sidecar_path(out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

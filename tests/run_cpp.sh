@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The C++ runtime's tests on a fresh machine: apt packages, a CMake build against the
+# LibTorch inside the pip torch wheel, the test artifact + Python reference labels, ctest
+# (which also installs the package to a prefix and builds cpp/examples/minimal_app
+# against it). tests/run_all.sh calls this after pytest.
+#
+#   bash tests/run_cpp.sh                      # build dir build/cpp, 2 jobs
+#   PVTSEG_CPP_BUILD=build/x PVTSEG_CPP_JOBS=8 bash tests/run_cpp.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD=${PVTSEG_CPP_BUILD:-build/cpp}
+JOBS=${PVTSEG_CPP_JOBS:-2}
+start=$(date +%s)
+say() { echo "run_cpp: $* ($(( $(date +%s) - start ))s)"; }
+
+# 1. System packages: OpenCV (core, imgproc, imgcodecs, videoio, highgui) and nlohmann-json.
+pkgs="libopencv-dev nlohmann-json3-dev cmake make g++"
+missing=""
+for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  say "apt-get install$missing"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# 2. LibTorch from the pip torch wheel (plus what the Python reference needs).
+python3 -c 'import torch' 2>/dev/null || python3 -m pip install -q torch==2.13.0
+python3 -c 'import cv2, numpy' 2>/dev/null || python3 -m pip install -q "opencv-python-headless>=4.8" numpy
+TORCH_PREFIX=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+
+# 3. Configure + build (the LibTorch backend is the only torch translation unit).
+say "configure $BUILD"
+mkdir -p "$BUILD"
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" >"$BUILD/configure.log" 2>&1 \
+  || { cat "$BUILD/configure.log"; exit 1; }
+grep -E "pvtseg|OpenCV|nlohmann" "$BUILD/configure.log" || true
+say "build -j$JOBS"
+cmake --build "$BUILD" -j"$JOBS"
+
+# 4. Test artifact (random-weights pvt_v2_b0_segformer at 128x160, TorchScript + sidecar),
+#    CamVid frames and the Python Segmenter's reference labels.
+say "test data"
+python3 cpp/tests/make_test_data.py --out "$BUILD/test_data"
+
+# 5. ctest: sidecar/errors, C++ vs Python parity, frames, headless demo, install + minimal_app.
+say "ctest"
+ctest --test-dir "$BUILD" --output-on-failure
+say "done"

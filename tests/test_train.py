@@ -1,0 +1,208 @@
+"""`pvtseg train`: the loop learns (overfits 4 frames), resumes exactly, schedules and losses behave."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from _camvid_synth import REAL_CAMVID, make_synth_camvid
+from pvtseg import train as T
+
+needs_camvid = pytest.mark.skipif(not (REAL_CAMVID / "train" / "images").is_dir(),
+                                  reason="../shared/data/camvid is not present")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _args(out, data, *extra):
+    return T.build_parser().parse_args([
+        "--data", str(data), "--out", str(out), "--threads", "1", "--no-progress", "--cache-dir",
+        str(out) + "_cache", "--ckpt-every-min", "0", *extra])
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop learns
+
+
+@needs_camvid
+def test_overfits_four_frames(tmp_path):
+    out = tmp_path / "run"
+    t0 = time.time()
+    rc = T.main(["--data", str(REAL_CAMVID), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                 "--limit-train", "4", "--val-split", "train", "--base-size", "96", "128", "--crop", "96", "128",
+                 "--scale-range", "1", "1", "--no-flip", "--no-jitter", "--batch", "4", "--iters", "90",
+                 "--lr", "2e-3", "--warmup-iters", "5", "--loss", "ce", "--val-every", "0", "--save-every", "1000",
+                 "--ckpt-every-min", "0", "--threads", "2", "--no-progress", "--seed", "0"])
+    assert rc == 0
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    final = recs[-1]
+    # evaluated on the same 4 frames at full label resolution (360x480)
+    assert final["val_pixel_acc"] > 0.90, final
+    assert recs[0]["loss"] > 3 * final["loss"]
+    ck = torch.load(out / "last.pth", weights_only=False)
+    assert ck["global_iter"] == 90 and (out / "best.pth").is_file()
+    assert "val mIoU" in (out / "train.log").read_text()
+    print(f"overfit: pixel acc {final['val_pixel_acc']:.3f} in {time.time() - t0:.0f} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# resume
+
+
+def _tensors_equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_tensors_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_tensors_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_resume_restores_exact_state(tmp_path):
+    data = make_synth_camvid(tmp_path / "camvid", n=6, h=64, w=96)
+    out = tmp_path / "run"
+    common = ["--limit-train", "6", "--base-size", "64", "96", "--crop", "64", "64", "--scale-range", "0.75", "1.5",
+              "--batch", "2", "--iters", "12", "--warmup-iters", "3", "--ema", "0.9", "--val-every", "0"]
+    a = T.Trainer(_args(out, data, *common))
+    for _ in range(4):  # crosses an epoch boundary (3 it/epoch)
+        a.step()
+    a.save()
+    saved_opt = torch.load(out / "last.pth", weights_only=False)["optimizer"]
+    saved_sched = dict(a.scheduler.state_dict())
+    loss_a = a.step()  # the uninterrupted run's 5th step
+
+    b = T.Trainer(_args(out, data, *common, "--resume"))
+    assert _tensors_equal(b.optimizer.state_dict(), saved_opt)
+    assert b.scheduler.state_dict() == saved_sched
+    assert b.scheduler.get_last_lr() == [saved_sched["base_lrs"][i] * b.scheduler.factor() for i in range(2)]
+    assert (b.epoch, b.iter_in_epoch, b.global_iter) == (1, 1, 4)
+    assert b.ema is not None and b.ema.updates == 4
+    loss_b = b.step()
+    assert loss_b == loss_a  # same weights, optimizer moments, LR, batch, augmentation and dropout RNG
+    assert _tensors_equal(a.model.state_dict(), b.model.state_dict())
+    assert b.scheduler.state_dict() == a.scheduler.state_dict()
+
+
+def test_cli_stop_after_then_resume_finishes(tmp_path):
+    data = make_synth_camvid(tmp_path / "camvid", n=4, h=64, w=64)
+    out = tmp_path / "run"
+    base = ["--data", str(data), "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--base-size", "64", "64",
+            "--crop", "32", "32", "--batch", "2", "--iters", "6", "--val-every", "0", "--val-frames", "2",
+            "--threads", "1", "--no-progress", "--ckpt-every-min", "0"]
+    assert T.main(base + ["--stop-after", "3"]) == 0
+    ck = torch.load(out / "last.pth", weights_only=False)
+    assert ck["global_iter"] == 3 and ck["epoch"] == 1 and ck["iter_in_epoch"] == 1
+    assert "paused" in (out / "train.log").read_text()
+    # a second start without --resume must not silently overwrite the run
+    assert T.main(base) == 2
+    assert T.main(base + ["--resume"]) == 0
+    ck = torch.load(out / "last.pth", weights_only=False)
+    assert ck["global_iter"] == 6
+    assert ck["scheduler"]["last_iter"] == 6 and ck["scheduler"]["last_iter"] / ck["scheduler"]["total_iters"] == 1
+    for key in ("model", "optimizer", "scheduler", "scaler", "ema", "rng", "epoch", "best_miou"):
+        assert key in ck
+    assert (out / "best.pth").is_file()
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]  # atomic writes leave no debris
+
+
+# ---------------------------------------------------------------------------------------------
+# pieces
+
+
+def _opt(lr=1.0):
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def test_warmup_poly_schedule():
+    opt = _opt(1.0)
+    s = T.WarmupPolyLR(opt, total_iters=100, warmup_iters=10, warmup_ratio=0.1, power=1.0)
+    assert s.get_last_lr()[0] == pytest.approx(0.1)  # warmup start
+    for _ in range(5):
+        s.step()
+    assert s.get_last_lr()[0] == pytest.approx((0.1 + 0.9 * 0.5) * 0.95)
+    for _ in range(45):
+        s.step()
+    assert s.get_last_lr()[0] == pytest.approx(0.5)  # poly, power 1, half way
+    for _ in range(50):
+        s.step()
+    assert s.get_last_lr()[0] == 0.0 and s.done()
+
+
+def test_schedule_follows_the_time_budget():
+    opt = _opt(2.0)
+    s = T.WarmupPolyLR(opt, total_iters=None, time_limit_s=100.0, power=1.0)
+    s.step(elapsed_s=25.0)
+    assert s.get_last_lr()[0] == pytest.approx(1.5) and not s.done()
+    s.step(elapsed_s=100.0)
+    assert s.done()
+    s2 = T.WarmupPolyLR(_opt(2.0), total_iters=10, time_limit_s=1000.0)
+    s2.step(elapsed_s=1.0)  # iteration share (0.1) dominates the time share (0.001)
+    assert s2.get_last_lr()[0] == pytest.approx(1.8)
+
+
+def test_losses_ignore_index_and_ohem():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 11, 8, 8)
+    target = torch.randint(0, 11, (2, 32, 32))
+    target[:, :4] = 11
+    ce = T.SegLoss("ce")(logits, target)
+    up = torch.nn.functional.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False)
+    assert ce.item() == pytest.approx(torch.nn.functional.cross_entropy(up, target, ignore_index=11).item())
+    # all-ignore target -> zero loss, not NaN
+    assert T.SegLoss("ohem")(logits, torch.full((2, 32, 32), 11)).item() == 0.0
+    ohem = T.SegLoss("ohem", thresh=0.7, min_kept=10)(logits, target)
+    assert ohem.item() >= ce.item() * 0.99  # hard pixels only: at least the mean loss
+    w = torch.ones(11)
+    w[0] = 5.0
+    assert T.SegLoss("balanced", w)(logits, target).item() != pytest.approx(ce.item())
+
+
+def test_no_decay_groups_and_ema():
+    from pvtseg.models import create_model
+
+    m = create_model("pvt_v2_b0_segformer", num_classes=11)
+    g = T.param_groups(m, 0.01)
+    assert g[0]["weight_decay"] == 0.01 and g[1]["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in g[0]["params"])
+    assert sum(p.numel() for grp in g for p in grp["params"]) == sum(p.numel() for p in m.parameters())
+    ema = T.ModelEMA(m, decay=0.5)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)
+    ema.update(m)  # decay warms up: min(0.5, 2/11)
+    d = 2 / 11
+    p0 = next(iter(m.parameters()))
+    e0 = next(iter(ema.module.parameters()))
+    assert torch.allclose(e0, (p0 - 1) * d + p0 * (1 - d), atol=1e-6)
+
+
+def test_bad_data_path_gives_clear_error(tmp_path, capsys):
+    rc = T.main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run"), "--iters", "1"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "does not exist" in err and "--data" in err
+
+
+def test_deterministic_batches(tmp_path):
+    data = make_synth_camvid(tmp_path / "camvid", n=4, h=64, w=64)
+    args = _args(tmp_path / "run", data, "--base-size", "64", "64", "--crop", "32", "32", "--batch", "2",
+                 "--iters", "4")
+    t1 = T.Trainer(args)
+    x1, y1 = t1.next_batch()
+    args.overwrite = True
+    t2 = T.Trainer(args)
+    x2, y2 = t2.next_batch()
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert x1.shape == (2, 3, 32, 32) and y1.dtype == torch.int64
+    assert np.isin(y1.numpy(), np.arange(12)).all()
