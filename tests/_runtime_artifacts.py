@@ -105,7 +105,7 @@ def write_video(path: Path, n: int = 20, h: int = 96, w: int = 128, fps: float =
     import cv2
     import numpy as np
 
-    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
     assert wr.isOpened(), "OpenCV cannot write mp4 here"
     for i in range(n):
         img = np.zeros((h, w, 3), np.uint8)

@@ -8,3 +8,6 @@ python3 -m pip install -q torch==2.13.0          # local CPU wheel on these mach
 python3 -m pip install -q -e ".[dev]"
 
 python3 -m pytest -q tests
+
+# C++ library: apt packages, CMake build against the pip wheel's LibTorch, ctest.
+bash tests/run_cpp.sh

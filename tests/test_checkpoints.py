@@ -300,11 +300,14 @@ def test_truncated_safetensors(tmp_path):
 def test_pickle_with_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
-        pickle.dump(NotAStateDict(), f)
+        pickle.dump(NotAStateDict(), f, protocol=2)
     with pytest.raises(CheckpointError, match="NotAStateDict"):
         load_checkpoint(create_model("pvt_v2_b0"), path)
+    path.write_bytes(pickle.dumps(NotAStateDict(), protocol=4))  # opcodes torch's unpickler rejects first
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        load_checkpoint(create_model("pvt_v2_b0"), path)
     path2 = _save({"model": NotAStateDict()}, tmp_path, "evil2.pth")
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match="NotAStateDict.*weights_only"):
         load_checkpoint(create_model("pvt_v2_b0"), path2)
 
 

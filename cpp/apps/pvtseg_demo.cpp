@@ -145,7 +145,7 @@ int main(int argc, char** argv) {
   pvtseg::SegmenterOptions opt;
   opt.model_path = args.model;
   opt.num_threads = args.threads;
-  opt.warmup_runs = 1;
+  opt.warmup_runs = 2;  // TorchScript optimizes its graph over the first runs
   if (args.backend == "libtorch") opt.backend = pvtseg::Backend::kLibTorch;
   else if (args.backend == "tensorrt") opt.backend = pvtseg::Backend::kTensorRT;
   else if (args.backend != "auto") {

@@ -251,8 +251,8 @@ void Segmenter::segment(const cv::Mat& frame, cv::Mat& labels) {
   if (impl_->model_labels.size() == frame.size()) {
     impl_->model_labels.copyTo(labels);
   } else {
-    // INTER_NEAREST_EXACT (pixel-centre mapping), as the Python runtime does.
-    cv::resize(impl_->model_labels, labels, frame.size(), 0, 0, cv::INTER_NEAREST_EXACT);
+    // INTER_NEAREST, as the Python runtime does: identical in every OpenCV build.
+    cv::resize(impl_->model_labels, labels, frame.size(), 0, 0, cv::INTER_NEAREST);
   }
   t.post_ms += ms_since(t1);
   impl_->timings = t;

@@ -119,7 +119,7 @@ def load_frames(source: Optional[str], n: int, size: Tuple[int, int] = (360, 480
             paths = sorted(q for q in p.iterdir() if q.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
         elif p.is_file():
             cap = cv2.VideoCapture(str(p))
-            frames = []
+            frames: List[np.ndarray] = []
             while len(frames) < n:
                 ok, f = cap.read()
                 if not ok:
@@ -137,11 +137,11 @@ def load_frames(source: Optional[str], n: int, size: Tuple[int, int] = (360, 480
             paths = sorted((cv / "test" / "images").glob("*.jpg"))
             source = str(cv / "test" / "images")
     if paths:
-        frames = [cv2.imread(str(q)) for q in paths[:n]]
-        frames = [f for f in frames if f is not None]
-        if frames:
-            h, w = frames[0].shape[:2]
-            return frames, f"{len(frames)} frames {w}x{h} from {source}"
+        read = [cv2.imread(str(q)) for q in paths[:n]]
+        imgs: List[np.ndarray] = [f for f in read if f is not None]
+        if imgs:
+            h, w = imgs[0].shape[:2]
+            return imgs, f"{len(imgs)} frames {w}x{h} from {source}"
     rng = np.random.default_rng(0)
     h, w = size
     frames = [cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 3) for _ in range(min(n, 16))]
@@ -190,83 +190,116 @@ def resolve_family(model: Optional[str], log: Callable[[str], None]) -> Dict[str
 # Measurements
 # --------------------------------------------------------------------------------------------
 
-def bench_segmenter(seg: Any, frames: List[np.ndarray], n: int, warmup: int) -> Dict[str, Any]:
-    for i in range(warmup):
-        seg(frames[i % len(frames)])
-    pre, inf, post, total = [], [], [], []
-    for i in range(n):
+class SegmenterRunner:
+    """Times one Segmenter: per-stage ms from seg.timings, total = wall time of the call."""
+
+    def __init__(self, label: str, seg: Any):
+        self.label, self.seg = label, seg
+        self.pre: List[float] = []
+        self.infer: List[float] = []
+        self.post: List[float] = []
+        self.total: List[float] = []
+
+    def __call__(self, i: int, frame: np.ndarray, record: bool = True) -> None:
         t0 = time.perf_counter()
-        seg(frames[i % len(frames)])
-        total.append((time.perf_counter() - t0) * 1e3)
-        t = seg.timings
-        pre.append(t.pre)
-        inf.append(t.infer)
-        post.append(t.post)
-    tot = percentiles(total)
-    return {"pre": percentiles(pre), "infer": percentiles(inf), "post": percentiles(post), "total": tot,
-            "fps": 1000.0 / tot["mean"] if tot["mean"] > 0 else 0.0, "frames": n}
+        self.seg(frame)
+        dt = (time.perf_counter() - t0) * 1e3
+        if record:
+            t = self.seg.timings
+            self.pre.append(t.pre)
+            self.infer.append(t.infer)
+            self.post.append(t.post)
+            self.total.append(dt)
+
+    def result(self) -> Dict[str, Any]:
+        tot = percentiles(self.total)
+        return {"label": self.label, "artifact": str(self.seg.path), "describe": self.seg.backend.describe(),
+                "pre": percentiles(self.pre), "infer": percentiles(self.infer), "post": percentiles(self.post),
+                "total": tot, "fps": 1000.0 / tot["mean"] if tot["mean"] > 0 else 0.0, "frames": len(self.total)}
 
 
-def bench_reference(meta: Dict[str, Any], frames: List[np.ndarray], n: int, warmup: int, device: str,
-                    fp16: bool, preprocess: Callable[[np.ndarray], np.ndarray]) -> Dict[str, Any]:
-    """HF transformers' eager SegFormer: forward + upsample to the frame size + argmax."""
-    kw = hf_config_kwargs(meta["arch"], int(meta["num_classes"]))
-    if kw is None:
-        raise PvtsegError(f"no Hugging Face SegFormer equivalent of {meta['arch']} (only pvt_v2_bN / mit_bN "
-                          "with the segformer head)")
-    try:
-        import torch
-        import torch.nn.functional as F
-        from transformers import SegformerConfig, SegformerForSemanticSegmentation
-    except ImportError as e:
-        raise PvtsegError(f"the reference needs torch and transformers ({e}): pip install transformers") from e
-    torch.manual_seed(0)
-    dev = torch.device(device)
-    model = SegformerForSemanticSegmentation(SegformerConfig(**kw)).eval().to(dev)
-    dtype = torch.float16 if fp16 and dev.type == "cuda" else torch.float32
-    model = model.to(dtype)
-    inputs = [torch.from_numpy(preprocess(f).copy()).to(dev, dtype) for f in frames[:min(len(frames), 8)]]
-    sizes = [(f.shape[0], f.shape[1]) for f in frames[:len(inputs)]]
+class ReferenceRunner:
+    """HF transformers' eager SegFormer: forward + bilinear upsample to the frame size + argmax.
 
-    def step(i: int) -> Any:
-        x = inputs[i % len(inputs)]
-        logits = model(pixel_values=x).logits
-        up = F.interpolate(logits, size=sizes[i % len(inputs)], mode="bilinear", align_corners=False)
-        return up.argmax(dim=1).to(torch.uint8).cpu()  # .cpu() synchronises on CUDA
+    The input tensors are prepared once per distinct frame outside the timed region."""
 
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup):
-            step(i)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        for i in range(n):
+    label = "reference"
+
+    def __init__(self, meta: Dict[str, Any], frames: List[np.ndarray], device: str, fp16: bool,
+                 preprocess: Callable[[np.ndarray], np.ndarray]):
+        kw = hf_config_kwargs(meta["arch"], int(meta["num_classes"]))
+        if kw is None:
+            raise PvtsegError(f"no Hugging Face SegFormer equivalent of {meta['arch']} (only pvt_v2_bN / mit_bN "
+                              "with the segformer head)")
+        try:
+            import torch
+            import torch.nn.functional as F
+            import transformers
+            from transformers import SegformerConfig, SegformerForSemanticSegmentation
+        except ImportError as e:
+            raise PvtsegError(f"the reference needs torch and transformers ({e}): pip install transformers") from e
+        self.torch, self.F = torch, F
+        torch.manual_seed(0)
+        self.dev = torch.device(device)
+        self.dtype = torch.float16 if fp16 and self.dev.type == "cuda" else torch.float32
+        self.model = SegformerForSemanticSegmentation(SegformerConfig(**kw)).eval().to(self.dev, self.dtype)
+        self.inputs = [torch.from_numpy(preprocess(f).copy()).to(self.dev, self.dtype) for f in frames]
+        self.sizes = [(f.shape[0], f.shape[1]) for f in frames]
+        params = sum(p.numel() for p in self.model.parameters())
+        self.name = (f"HF transformers {transformers.__version__} SegformerForSemanticSegmentation eager "
+                     f"{'fp16' if self.dtype == torch.float16 else 'fp32'} ({params / 1e6:.2f}M params)")
+        self.total: List[float] = []
+
+    def __call__(self, i: int, frame: np.ndarray, record: bool = True) -> None:
+        torch, F = self.torch, self.F
+        k = i % len(self.inputs)
+        with torch.inference_mode():
+            if self.dev.type == "cuda":
+                torch.cuda.synchronize(self.dev)
             t0 = time.perf_counter()
-            step(i)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            times.append((time.perf_counter() - t0) * 1e3)
-    tot = percentiles(times)
-    params = sum(p.numel() for p in model.parameters())
-    return {"name": f"HF transformers {__import__('transformers').__version__} SegformerForSemanticSegmentation "
-                    f"eager {'fp16' if dtype == torch.float16 else 'fp32'} ({params / 1e6:.2f}M params)",
-            "total": tot, "fps": 1000.0 / tot["mean"] if tot["mean"] > 0 else 0.0, "frames": n,
-            "torch_threads": torch.get_num_threads()}
+            logits = self.model(pixel_values=self.inputs[k]).logits
+            up = F.interpolate(logits, size=self.sizes[k], mode="bilinear", align_corners=False)
+            up.argmax(dim=1).to(torch.uint8).cpu()  # .cpu() synchronises on CUDA
+            if self.dev.type == "cuda":
+                torch.cuda.synchronize(self.dev)
+            dt = (time.perf_counter() - t0) * 1e3
+        if record:
+            self.total.append(dt)
+
+    def result(self) -> Dict[str, Any]:
+        tot = percentiles(self.total)
+        return {"name": self.name, "total": tot, "fps": 1000.0 / tot["mean"] if tot["mean"] > 0 else 0.0,
+                "frames": len(self.total), "torch_threads": self.torch.get_num_threads()}
+
+
+def measure(runners: List[Any], frames: List[np.ndarray], n: int, warmup: int) -> None:
+    """Warm each runner up, then time them interleaved (frame i through every runner in turn),
+    so that a change of machine load during the run hits every runner alike."""
+    for r in runners:
+        for i in range(warmup):
+            r(i, frames[i % len(frames)], record=False)
+    for i in range(n):
+        for r in runners:
+            r(i, frames[i % len(frames)])
 
 
 def _write_video(frames: List[np.ndarray], path: Path, fps: float = 30.0) -> Path:
     import cv2
 
     h, w = frames[0].shape[:2]
-    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
     for f in frames:
         wr.write(f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h)))
     wr.release()
     return path
 
 
-def bench_loop_overhead(seg: Any, video: Path, n: int, warmup: int) -> Dict[str, Any]:
-    """Demo loop on a file source vs bare Segmenter calls on the same frames (in memory)."""
+def bench_loop_overhead(seg: Any, video: Path, n: int, warmup: int, rounds: int = 5) -> Dict[str, Any]:
+    """Demo loop on a file source vs bare Segmenter calls on the same frames (in memory).
+
+    Both run in alternating blocks (`rounds` of n / rounds frames each) so that a change of
+    machine load hits both alike. The loop: capture thread decoding the file, segment,
+    render (overlay + legend + text); no display, no writer."""
     import cv2
 
     from .demo import run_loop
@@ -274,7 +307,7 @@ def bench_loop_overhead(seg: Any, video: Path, n: int, warmup: int) -> Dict[str,
     from .sources import FrameSource
 
     cap = cv2.VideoCapture(str(video))
-    frames = []
+    frames: List[np.ndarray] = []
     while len(frames) < n + warmup:
         ok, f = cap.read()
         if not ok:
@@ -284,19 +317,37 @@ def bench_loop_overhead(seg: Any, video: Path, n: int, warmup: int) -> Dict[str,
             continue
         frames.append(f)
     cap.release()
-    for f in frames[:warmup]:
-        seg(f)
-    t0 = time.perf_counter()
-    for f in frames[warmup:warmup + n]:
-        seg(f)
-    bare = (time.perf_counter() - t0) * 1e3 / n
+    if not frames:
+        raise PvtsegError(f"cannot decode {video}")
     vis = Visualizer(seg.meta)
+    rounds = max(1, min(rounds, n))
+    chunk = max(1, n // rounds)
+    bare_s = 0.0
+    loop_s = 0.0
+    loop_frames = 0
+    renders: List[float] = []
+    waits: List[float] = []
     with FrameSource(str(video), loop=True) as src:
+        for i in range(warmup):
+            seg(frames[i % len(frames)])
         run_loop(seg, src, visualizer=vis, max_frames=warmup)
-        st = run_loop(seg, src, visualizer=vis, max_frames=n)
-    loop = st.wall_s * 1e3 / max(st.frames, 1)
-    return {"frames": n, "bare_ms": bare, "loop_ms": loop, "overhead_pct": 100.0 * (loop / bare - 1.0),
-            "render_ms": st.mean("render"), "wait_ms": float(np.mean(st.wait_ms)) if st.wait_ms else 0.0}
+        k = 0
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for j in range(chunk):
+                seg(frames[(k + j) % len(frames)])
+            bare_s += time.perf_counter() - t0
+            k += chunk
+            st = run_loop(seg, src, visualizer=vis, max_frames=chunk)
+            loop_s += st.wall_s
+            loop_frames += st.frames
+            renders += st.render_ms
+            waits += st.wait_ms
+    bare = bare_s * 1e3 / (chunk * rounds)
+    loop = loop_s * 1e3 / max(loop_frames, 1)
+    return {"frames": chunk * rounds, "rounds": rounds, "bare_ms": bare, "loop_ms": loop,
+            "overhead_pct": 100.0 * (loop / bare - 1.0), "render_ms": float(np.mean(renders)) if renders else 0.0,
+            "wait_ms": float(np.mean(waits)) if waits else 0.0}
 
 
 def bench_memory(seg: Any, video: Path, n: int) -> Dict[str, Any]:
@@ -423,10 +474,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _variants(fam: Dict[str, Path], wanted: Optional[List[str]], device: str, fp16: bool,
               cuda_graph: bool) -> List[Tuple[str, Path, Dict[str, Any]]]:
     order = ["tensorrt", "torchscript", "onnxruntime"]
+    out: List[Tuple[str, Path, Dict[str, Any]]] = []
     unknown = [b for b in (wanted or []) if b not in order]
     if unknown:
         raise PvtsegError(f"unknown backend(s) {unknown}; choose from {', '.join(order)}")
-    out = []
     cuda = device.startswith("cuda")
     for b in order:
         if b not in fam or (wanted and b not in wanted):
@@ -469,7 +520,7 @@ def _run(args: argparse.Namespace) -> int:
             "processor": _cpu_name(), "numpy": np.__version__, "opencv": cv2.__version__, "device": args.device}
     log(f"{PROG}: {frames_desc}; {args.frames} timed + {args.warmup} warm-up frames per backend; "
         f"{host['processor']} ({host['cpus']} CPUs)")
-    rows: List[Dict[str, Any]] = []
+    runners: List[Any] = []
     kept: Dict[str, Any] = {}
     meta: Dict[str, Any] = {}
     for label, path, opts in variants:
@@ -480,23 +531,27 @@ def _run(args: argparse.Namespace) -> int:
         except PvtsegError as e:
             log(f"skip {label}: {e}")
             continue
-        meta = seg.meta
-        r = bench_segmenter(seg, frames, args.frames, args.warmup)
-        r.update(label=label, artifact=str(path), describe=seg.backend.describe())
-        rows.append(r)
-        log(f"  {label:<28} total p50 {r['total']['p50']:.1f} ms  {r['fps']:.1f} FPS  ({r['describe']})")
+        meta = meta or seg.meta
+        runners.append(SegmenterRunner(label, seg))
         kept[label] = seg
-    if not rows:
+        log(f"  {label:<28} {seg.describe()}")
+    if not runners:
         raise PvtsegError("no backend could run here (see the skip lines above)")
-    ref = None
+    ref_runner: Optional[ReferenceRunner] = None
     if not args.no_reference:
         first = next(iter(kept.values()))
         try:
-            ref = bench_reference(meta, frames, args.frames, args.warmup, args.device, args.fp16,
-                                  lambda f: first.preprocess(f))
-            log(f"  {'reference':<28} total p50 {ref['total']['p50']:.1f} ms  {ref['fps']:.1f} FPS  ({ref['name']})")
+            ref_runner = ReferenceRunner(meta, frames, args.device, args.fp16, lambda f: first.preprocess(f))
+            log(f"  {'reference':<28} {ref_runner.name}")
         except PvtsegError as e:
             log(f"reference skipped: {e}")
+    load_before = _loadavg()
+    measure(runners + ([ref_runner] if ref_runner else []), frames, args.frames, args.warmup)
+    load_after = _loadavg()
+    rows = [r.result() for r in runners]
+    ref = ref_runner.result() if ref_runner else None
+    if ref_runner is not None:
+        del ref_runner.model, ref_runner.inputs
     if ref is not None:
         for r in rows:
             r["speedup"] = ref["total"]["mean"] / r["total"]["mean"]
@@ -509,15 +564,26 @@ def _run(args: argparse.Namespace) -> int:
     if ref is not None:
         print(f"best: {best['label']} {best['fps']:.1f} FPS = {best['speedup']:.2f}x the reference "
               f"({ref['fps']:.1f} FPS)")
+    print(f"load average (1 min) {load_before:.2f} before, {load_after:.2f} after the timed part")
     result: Dict[str, Any] = {"host": host, "frames_source": frames_desc, "arch": meta["arch"],
+                              "loadavg_1min": [load_before, load_after], "timed_frames": args.frames,
+                              "warmup_frames": args.warmup,
                               "input": [h, w], "frame": [fh, fw], "backends": rows, "reference": ref,
                               "best": best["label"]}
     video: Optional[Path] = None
     tmpdir = tempfile.TemporaryDirectory(prefix="pvtseg_bench_")
     try:
         if args.loop_frames > 0 or args.memory_frames > 0:
-            video = Path(args.source) if args.source and Path(args.source).is_file() else \
-                _write_video(frames, Path(tmpdir.name) / "frames.avi")
+            from .demo import default_model_paths
+
+            clip = default_model_paths()["clip"]
+            if args.source and Path(args.source).is_file():
+                video = Path(args.source)
+            elif clip.is_file():
+                video = clip  # the bundled CamVid clip (mp4, 480x360)
+            else:
+                video = _write_video(frames, Path(tmpdir.name) / "frames.avi")
+            result["loop_source"] = str(video)
         best_seg = kept[best["label"]]
         for label, seg in kept.items():
             if label != best["label"]:
@@ -525,7 +591,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.loop_frames > 0 and video is not None:
             lo = bench_loop_overhead(best_seg, video, args.loop_frames, min(args.warmup, 10))
             result["loop_overhead"] = dict(lo, backend=best["label"])
-            print(f"camera loop ({best['label']}, file source, render on, no display): {lo['loop_ms']:.1f} ms/frame "
+            print(f"camera loop ({best['label']}, file source {video.name}, render on, no display): "
+                  f"{lo['loop_ms']:.1f} ms/frame "
                   f"vs bare Segmenter {lo['bare_ms']:.1f} ms/frame: overhead {lo['overhead_pct']:+.1f}% "
                   f"(render {lo['render_ms']:.1f} ms, waiting for frames {lo['wait_ms']:.2f} ms)")
         if args.memory_frames > 0 and video is not None:
@@ -546,6 +613,13 @@ def _run(args: argparse.Namespace) -> int:
         write_plot(Path(args.plot), rows, ref, f"{meta['arch']} {w}x{h} on {host['processor']} ({args.device})")
         print(f"wrote {args.plot}")
     return 0
+
+
+def _loadavg() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float("nan")
 
 
 def _output_tag(path: Path) -> str:

@@ -223,7 +223,7 @@ class VideoOut:
 
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fourcc = cv2.VideoWriter_fourcc(*self.FOURCC.get(self.path.suffix.lower(), "mp4v"))
+            fourcc = cv2.VideoWriter.fourcc(*self.FOURCC.get(self.path.suffix.lower(), "mp4v"))
             self.size = (img.shape[1], img.shape[0])
             self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, self.size)
             if not self.writer.isOpened():
@@ -426,13 +426,14 @@ def _run(args: argparse.Namespace) -> int:
             print(f"frame {n}{of}  {fps:.1f} FPS  {seg.timings}", flush=True)
 
         t0 = time.perf_counter()
-        ok = False
         try:
             stats = run_loop(seg, src, visualizer=vis, writer=writer, show=show, max_frames=args.max_frames,
                              montage=montage, progress=progress, save_dir=Path(args.save_dir))
-            ok = True
         finally:
-            written = writer.close(keep=ok) if writer is not None else None
+            # Keep what was recorded even when a live source failed for good or on Ctrl-C.
+            written = writer.close(keep=True) if writer is not None else None
+            if writer is not None and written is not None and sys.exc_info()[0] is not None:
+                print(f"{PROG}: kept the {writer.frames} frames written so far in {written}", file=sys.stderr)
             if show:
                 import cv2
 

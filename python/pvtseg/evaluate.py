@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .camvid import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE
+from .camvid import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from .errors import CheckpointError, CheckpointNotFoundError, PvtsegError
 from .io_utils import atomic_path, atomic_write_text
 
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="inference size; default: the checkpoint's sidecar, else 384 480")
     ap.add_argument("--flip", action="store_true", help="average with the horizontally flipped frame")
     ap.add_argument("--sliding", type=int, nargs="*", metavar="HW", default=None,
-                    help="sliding-window inference; optional window H W (default 288 384)")
+                    help="sliding-window inference; optional window H W (default 3/4 of --size, stride 2/3 window)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave default)")
@@ -287,7 +287,8 @@ def _run(args: argparse.Namespace) -> int:
             raise PvtsegError(f"--size {size[0]} {size[1]}: both must be multiples of 32 (the model's stride).")
     sliding = None
     if args.sliding is not None:
-        sliding = (288, 384) if len(args.sliding) == 0 else tuple(args.sliding[:2])
+        r32 = lambda v: max(32, int(round(v * 0.75 / 32)) * 32)  # noqa: E731
+        sliding = (r32(size[0]), r32(size[1])) if len(args.sliding) == 0 else tuple(args.sliding[:2])
         if len(sliding) != 2:
             raise PvtsegError("--sliding takes no value or two (window H W).")
 
@@ -297,7 +298,7 @@ def _run(args: argparse.Namespace) -> int:
     load_weights(model, ckpt)
     model.to(device)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     t0 = time.time()
     cm = evaluate_split(model, split.images, split.labels, size, device=device, batch_size=args.batch,
@@ -317,7 +318,6 @@ def _run(args: argparse.Namespace) -> int:
           f"{', flip' if args.flip else ''}{', sliding' if sliding else ''}; {dt:.0f} s on {device}):")
     print(format_table(m))
     print(f"wrote {out / 'metrics.json'} and {out / 'confusion.png'}")
-    _ = PALETTE  # palette lives in the sidecar; kept imported for callers of this module
     return 0
 
 

@@ -131,7 +131,7 @@ def preprocess_image(path: "str | os.PathLike[str]", height: int, width: int,
 # --------------------------------------------------------------------------------------------
 
 def _export_onnx(m: nn.Module, dest: Path, *, batch: int, height: int, width: int, opset: int, dynamic: bool,
-                 input_name: str, output_name: str, meta_json: str) -> Any:
+                 input_name: str, output_name: str, meta_json: str, data_name: str) -> Any:
     import onnx
 
     x = torch.randn(batch, 3, height, width)
@@ -156,9 +156,8 @@ def _export_onnx(m: nn.Module, dest: Path, *, batch: int, height: int, width: in
     model.producer_name = "pvtseg"
     entry = model.metadata_props.add()
     entry.key, entry.value = "pvtseg", meta_json
-    big = model.ByteSize() > ONNX_2GB
-    onnx.save(model, str(dest), save_as_external_data=big,
-              location=dest.name.replace(".tmp", "") + ".data" if big else None)
+    big = model.ByteSize() > ONNX_2GB  # protobuf's limit: only then weights go to `<final>.data`
+    onnx.save(model, str(dest), save_as_external_data=big, location=data_name if big else None)
     return model
 
 
@@ -289,8 +288,6 @@ def _temp_files(base: Path, suffixes: Sequence[str]) -> Iterator[Dict[str, Path]
         for p in tmp.values():
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-            with contextlib.suppress(FileNotFoundError):
-                (p.parent / (p.name.replace(".tmp", "") + ".data")).unlink()
 
 
 def export_model(model: nn.Module, out: "str | os.PathLike[str]" = "models/build/model", *,
@@ -356,7 +353,7 @@ def export_model(model: nn.Module, out: "str | os.PathLike[str]" = "models/build
         if "onnx" in formats:
             onnx_model = _export_onnx(m, tmp_by_fmt["onnx"], batch=batch, height=height, width=width, opset=opset,
                                       dynamic=dynamic, input_name=input_name, output_name=output_name,
-                                      meta_json=json.dumps(meta))
+                                      meta_json=json.dumps(meta), data_name=final["onnx"].name + ".data")
             if trt_check:
                 from .engine.trt_ops import check_onnx_for_tensorrt
 
@@ -377,9 +374,6 @@ def export_model(model: nn.Module, out: "str | os.PathLike[str]" = "models/build
             meta["export"]["check"] = report
         for f in formats:
             os.replace(tmp_by_fmt[f], final[f])
-            data = tmp_by_fmt[f].parent / (tmp_by_fmt[f].name.replace(".tmp", "") + ".data")
-            if data.exists():
-                os.replace(data, final[f].with_name(final[f].name + ".data"))
     # One sidecar for every artifact of this base name.
     json_path = meta_mod.write(base.with_suffix(".onnx"), meta)
     result = dict(final)

@@ -338,7 +338,8 @@ class FrameSource:
         self.frames_delivered += 1
         return frame
 
-    def _finish(self) -> None:
+    def _finish(self) -> Optional[np.ndarray]:
+        """End of the source: None, or raise the capture thread's error."""
         if self.error is not None and not isinstance(self.error, (KeyboardInterrupt, SystemExit)):
             err = self.error
             if isinstance(err, SourceError):

@@ -132,7 +132,8 @@ class SegLoss(nn.Module):
             logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         logits = logits.float()
         if self.mode != "ohem":
-            return F.cross_entropy(logits, target, weight=self.weight, ignore_index=self.ignore_index)
+            weight: Optional[torch.Tensor] = self.weight  # type: ignore[assignment]
+            return F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_index)
         pix = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="none")
         valid = target != self.ignore_index
         if not valid.any():
@@ -277,7 +278,7 @@ class Trainer:
 
         self.model = create_model(a.model, num_classes=NUM_CLASSES).to(self.device)
         if self.cuda:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         weight = torch.from_numpy(balanced_weights(train.labels, power=a.balance_power)) if a.loss == "balanced" else None
         self.class_weight = weight
         self.criterion = SegLoss(a.loss, weight, thresh=a.ohem_thresh, min_kept=a.ohem_min_kept).to(self.device)
@@ -342,6 +343,11 @@ class Trainer:
         self.epoch, self.iter_in_epoch = st["epoch"], st["iter_in_epoch"]
         self.global_iter, self.train_seconds = st["global_iter"], st["train_seconds"]
         self.best_miou, self.history = st["best_miou"], st["history"]
+        old_args = st.get("args", {})
+        changed = {k: (old_args.get(k), v) for k, v in vars(self.args).items()
+                   if k not in ("resume", "overwrite") and old_args.get(k) != v}
+        if changed:
+            self.log("resume with changed options: " + ", ".join(f"{k} {o} -> {n}" for k, (o, n) in changed.items()))
         self.log(f"resumed {path}: epoch {self.epoch} iter {self.iter_in_epoch}/{self.iters_per_epoch}, "
                  f"step {self.global_iter}, {self.train_seconds / 60:.1f} min trained, best val mIoU "
                  f"{100 * max(self.best_miou, 0):.2f}")

@@ -70,6 +70,20 @@ def island_node_names(model: Any) -> Set[str]:
             p = producer[node.input[0]]
             if p.op_type == "Sub":
                 islands.add(p.name)
+    # ... and the affine tail (x_hat * gamma + beta) of a decomposed norm, so the whole norm is
+    # one FP32 island (a half-FP16 tail also trips ONNX Runtime's LayerNorm fusion).
+    constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant"
+                                                       for o in n.output}
+    decomp = {n.name for n in graph.node if n.name in islands and n.op_type in ("Div", "Mul", "Sub", "Add")}
+    for _ in range(2):
+        for node in graph.node:
+            if node.op_type in ("Mul", "Add") and node.name not in islands and len(node.input) == 2:
+                a, b = node.input
+                pa, pb = producer.get(a), producer.get(b)
+                if (pa is not None and pa.name in decomp and b in constants) or \
+                        (pb is not None and pb.name in decomp and a in constants):
+                    islands.add(node.name)
+                    decomp.add(node.name)
 
     def reaches_final(tensor: str, depth: int = 0) -> bool:
         if tensor in outputs:

@@ -260,12 +260,14 @@ def _torch_load(p: Path, head: bytes) -> Any:
                 "weights_only loading refuses (it could run code). If you trust the file, load it "
                 "yourself with torch.load(path, weights_only=False) and pass the state dict to "
                 "load_checkpoint") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(\n\n|$)", msg, re.S)
+        detail_text = _first_line(detail.group(1) if detail else msg)
         if "truncated" in msg:
             raise CheckpointError(
-                f"checkpoint {str(p)!r} is truncated ({_first_line(msg)}); download or save it again") from None
+                f"checkpoint {str(p)!r} is truncated ({detail_text}); download or save it again") from None
         raise CheckpointError(
-            f"{str(p)!r} is not a PyTorch checkpoint ({_first_line(msg)}); expected a torch.save file, "
-            ".safetensors or a Hugging Face model folder") from None
+            f"{str(p)!r} is not a PyTorch checkpoint (unpickling failed: {detail_text}); expected a torch.save "
+            "file, .safetensors or a Hugging Face model folder") from None
     except (EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(
             f"checkpoint {str(p)!r} is truncated or corrupt ({type(e).__name__}: {_first_line(str(e))}); "
@@ -275,7 +277,7 @@ def _torch_load(p: Path, head: bytes) -> Any:
         raise CheckpointError(
             f"checkpoint {str(p)!r} is truncated, corrupt or not a PyTorch checkpoint ({_first_line(msg)}); "
             "download or save it again") from None
-    except (ValueError, TypeError, AttributeError, ImportError, struct.error) as e:
+    except Exception as e:  # the unpickler raises KeyError / IndexError / ... on arbitrary bytes
         raise CheckpointError(
             f"{str(p)!r} is not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(str(e))})"
         ) from None

@@ -16,9 +16,10 @@ Formats (wrappers {"model": ...} / {"state_dict": ...} / {"module": ...} and the
 - "official_dat": LeapLabTHU/DAT (CVPR 2022 release) classification checkpoints, and the
   same keys under `backbone.` with per-level `norms.{i}.norm` (mmseg segmentation code).
 
-Outputs are in the backbone/classifier layout of swin.py / mobilevit.py / dat.py (no
-`backbone.` prefix: for a segmentor prefix every key with "backbone."; head keys are then
-missing and need training). Classification checkpoints have no LayerNorm for pyramid levels
+Outputs are in the classifier layout of swin.py / mobilevit.py / dat.py (no `backbone.`
+prefix). For a backbone or segmentor, leave out the keys under CLASSIFIER_ONLY_PREFIXES
+(the ImageNet head, MobileViT's 1x1 expansion conv) and, for a segmentor, prefix the rest
+with "backbone."; the segmentation head's keys are then missing and need training. Classification checkpoints have no LayerNorm for pyramid levels
 0..2 (`norms.0`..`norms.2` of Swin and DAT): like mmseg, they start as identity-affine
 LayerNorms, and the converter puts those ones/zeros in the output so a strict load passes.
 Buffers the models recompute (`relative_position_index`, `attn_mask`) and heads pvtseg
@@ -35,6 +36,8 @@ from torch import Tensor
 
 StateDict = Dict[str, Tensor]
 FORMATS = ("hf_swin", "official_swin", "hf_mobilevit", "official_dat")
+# Converted keys that only a classifier has (drop them when loading into a backbone/segmentor).
+CLASSIFIER_ONLY_PREFIXES = ("head.", "final_conv.", "cls_head.")
 
 
 # ----------------------------------------------------------------------------- helpers

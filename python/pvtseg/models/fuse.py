@@ -21,7 +21,7 @@ All rewrites keep numerics within float rounding of the original (tested to 1e-4
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -97,14 +97,14 @@ class FusedSegFormerHead(nn.Module):
         return self.linear_pred(F.relu(x))
 
 
-def _pool_matrix(n_in: int, n_out: int) -> Tensor:
+def _pool_matrix(n_in: int, n_out: int, dtype: torch.dtype) -> Tensor:
     """Row i averages input [floor(i*n_in/n_out), ceil((i+1)*n_in/n_out)): PyTorch's adaptive bins."""
-    m = torch.zeros(n_out, n_in)
-    for i in range(n_out):
-        start = (i * n_in) // n_out
-        end = -((-(i + 1) * n_in) // n_out)
-        m[i, start:end] = 1.0 / (end - start)
-    return m
+    i = torch.arange(n_out)
+    start = torch.div(i * n_in, n_out, rounding_mode="floor")
+    end = torch.div((i + 1) * n_in + n_out - 1, n_out, rounding_mode="floor")
+    j = torch.arange(n_in)
+    mask = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+    return mask.to(dtype) / (end - start).to(dtype)[:, None]
 
 
 class StaticAdaptiveAvgPool2d(nn.Module):
@@ -114,17 +114,15 @@ class StaticAdaptiveAvgPool2d(nn.Module):
     def __init__(self, output_size: Tuple[int, int]):
         super().__init__()
         self.output_size = output_size
-        self._cache: Dict[Tuple[int, int], Tuple[Tensor, Tensor]] = {}
 
     def forward(self, x: Tensor) -> Tensor:
         oh, ow = self.output_size
         h, w = int(x.shape[-2]), int(x.shape[-1])
         if h % oh == 0 and w % ow == 0:
             return F.adaptive_avg_pool2d(x, (oh, ow))
-        if (h, w) not in self._cache:
-            self._cache[(h, w)] = (_pool_matrix(h, oh), _pool_matrix(w, ow).t().contiguous())
-        ph, pw_t = self._cache[(h, w)]
-        return torch.matmul(torch.matmul(ph.to(x.dtype), x), pw_t.to(x.dtype))
+        ph = _pool_matrix(h, oh, x.dtype)
+        pw_t = _pool_matrix(w, ow, x.dtype).t()
+        return torch.matmul(torch.matmul(ph, x), pw_t)
 
 
 def static_adaptive_pool(model: nn.Module) -> nn.Module:

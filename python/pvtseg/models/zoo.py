@@ -103,14 +103,15 @@ def download(name: str, dest: Union[str, os.PathLike, None] = None, timeout: flo
              overwrite: bool = False, progress: Optional[Callable[[int, int], None]] = None) -> Path:
     """Download the official weights of `name` (a classifier, or a segmentor's backbone).
 
-    dest: a folder or a file path; default cache_dir(). An existing complete file is reused
+    dest: a folder (an existing one, or a name without extension) or a file path; default
+    cache_dir(). An existing complete file is reused
     unless overwrite=True. Returns the path. Raises DownloadError with the URL and what to do
     when the machine is offline, the server refuses, or the file arrives incomplete.
     """
     w = get_weights(name)
     target = Path(dest).expanduser() if dest is not None else cache_dir()
-    if target.is_dir() or dest is None or str(dest).endswith(("/", os.sep)):
-        target = target / w.filename
+    if dest is None or target.is_dir() or str(dest).endswith(("/", os.sep)) or not target.suffix:
+        target = target / w.filename  # a folder (existing, or a name without a file extension)
     if target.is_file() and not overwrite and _plausible_size(target.stat().st_size, w):
         return target
     manual = (f"download {w.url} by hand (browser, wget) on a machine with network access, copy it here "

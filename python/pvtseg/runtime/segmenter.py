@@ -39,7 +39,9 @@ from .. import meta as meta_mod
 from ..errors import FrameError, MetaError
 from .backends import Backend, backend_for, backend_class
 
-_NEAREST = getattr(cv2, "INTER_NEAREST_EXACT", cv2.INTER_NEAREST)
+# Plain INTER_NEAREST: bit-identical across OpenCV builds (pip wheel, Debian, JetPack), so the
+# C++ runtime reproduces these labels exactly; INTER_NEAREST_EXACT rounds ties differently.
+_NEAREST = cv2.INTER_NEAREST
 
 
 @dataclass
