@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 python3 -m pip install -q torch==2.13.0          # local CPU wheel on these machines
 python3 -m pip install -q -e ".[dev]"
+python3 -m pip install -q --no-deps tensorrt-stubs   # type stubs only; TensorRT itself is not installable here
 
 python3 -m pytest -q tests
 

@@ -158,7 +158,7 @@ class LocalAttention(nn.Module):
             y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
             mask = shifted_window_mask(Hp, Wp, w, s, x.device).to(x.dtype)
         N = w * w
-        bias = self.relative_position_bias_table[self.relative_position_index].reshape(N, N, -1).permute(2, 0, 1)
+        bias = self.relative_position_bias_table[self.relative_position_index].reshape(N, N, -1).permute(2, 0, 1)  # type: ignore[index]
         y = self.proj_out(window_attention(self.proj_qkv(window_partition(y, w)), self.heads, self.scale, bias, mask))
         y = window_reverse(y, w, Hp, Wp)
         if s > 0:

@@ -74,7 +74,7 @@ class BaseWindowAttention(nn.Module):
         if Hp != H or Wp != W:
             mask = padding_mask(H, W, Hp, Wp, w, x.device).to(x.dtype)
         N = w * w
-        bias = self.pos_embedding.flatten()[self.relative_index].reshape(1, N, N)
+        bias = self.pos_embedding.flatten()[self.relative_index].reshape(1, N, N)  # type: ignore[index]
         y = window_attention(self.to_qkv(window_partition(y, w)), self.heads, self.scale, bias, mask)
         y = window_reverse(self.to_out(y), w, Hp, Wp)
         if Hp != H or Wp != W:

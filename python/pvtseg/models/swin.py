@@ -180,7 +180,7 @@ class WindowAttention(nn.Module):
 
     def position_bias(self) -> Tensor:
         N = self.window * self.window
-        return self.relative_position_bias_table[self.relative_position_index].reshape(N, N, -1).permute(2, 0, 1)
+        return self.relative_position_bias_table[self.relative_position_index].reshape(N, N, -1).permute(2, 0, 1)  # type: ignore[index]
 
     def forward(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
         return self.proj(window_attention(self.qkv(x), self.num_heads, self.scale, self.position_bias(), mask))
