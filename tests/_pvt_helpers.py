@@ -138,7 +138,8 @@ def _split_kv(prefix: str, inner: str, v: Tensor, k_name: str, v_name: str, out:
     out[f"{prefix}{v_name}.{inner}"] = vw.clone()
 
 
-_HF_PVT_INNER = {"norm1": "layer_norm_1", "attn.q": "attention.self.query", "attn.sr": "attention.self.sequence_reduction",
+_HF_PVT_INNER = {"norm1": "layer_norm_1", "attn.q": "attention.self.query",
+                 "attn.sr": "attention.self.sequence_reduction",
                  "attn.norm": "attention.self.layer_norm", "attn.proj": "attention.output.dense",
                  "norm2": "layer_norm_2", "mlp.fc1": "mlp.dense1", "mlp.fc2": "mlp.dense2"}
 _HF_PVT2_INNER = {"norm1": "layer_norm_1", "attn.q": "attention.query", "attn.sr": "attention.spatial_reduction",

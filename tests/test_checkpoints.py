@@ -413,3 +413,46 @@ def test_download_then_load(tmp_path, monkeypatch):
         assert not (tmp_path / "other" / "pvt_v2_b0.pth").exists()
     finally:
         server.shutdown()
+
+
+# ----------------------------------------------------------------------------------------------
+# Other layouts: any model's own state_dict(), and formats registered by other backbone families
+# ----------------------------------------------------------------------------------------------
+def test_own_layout_of_any_model_loads():
+    """A model whose keys no built-in format knows (another backbone family) still loads its own
+    state_dict(), recognised from the model's keys."""
+    def make(seed):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
+
+    src, dst = make(1), make(2)
+    report = load_checkpoint(dst, src.state_dict())
+    assert report.format == "pvtseg" and report.ok
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(src(x), dst(x))
+
+
+def test_register_format_plugs_in_a_layout():
+    from pvtseg.models import checkpoints as ck
+
+    def detect(sd):
+        return any(k.startswith("toy::") for k in sd)
+
+    def convert(sd):
+        return {"backbone." + k[len("toy::"):]: v for k, v in sd.items() if k.startswith("toy::")}, \
+            [(k, "toy extra") for k in sd if not k.startswith("toy::")]
+
+    ck.register_format("toy", "a test layout", detect, convert)
+    try:
+        src = _model("pvt_v2_b0", seed=1)
+        sd = {"toy::" + k: v for k, v in src.state_dict().items()}
+        sd["optimizer_step"] = torch.zeros(1)
+        dst = _model("pvt_v2_b0", seed=2)
+        report = load_checkpoint(dst, sd)
+        assert report.format == "toy" and report.ok and report.dropped == [("optimizer_step", "toy extra")]
+        assert _same_outputs(src, dst)
+        assert "toy" in str(report)
+    finally:
+        ck.FORMATS.pop("toy", None)
+        ck._EXTRA_FORMATS.pop("toy", None)

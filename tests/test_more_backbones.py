@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from pvtseg.models import create_model, list_models
 from pvtseg.models import dat, mswin, swin
 from pvtseg.models.checkpoints_extra import (convert_extra, convert_hf_mobilevit, convert_hf_swin,
-                                             convert_official_dat, convert_official_swin, detect_extra_format)
+                                             convert_official_dat, convert_official_swin, detect_extra_format,
+                                             to_canonical)
 
 try:
     import transformers
@@ -144,10 +145,15 @@ def test_hf_swin_classifier_backbone_and_hub_layouts():
     # The Hub's on-disk layout converts to the same tensors; its index buffers are dropped.
     hub = _to_hub_layout(sd)
     assert detect_extra_format(hub) == "hf_swin"
-    own, dropped = convert_extra(hub)
+    own, dropped, origin = convert_extra(hub)
     ref = convert_hf_swin(sd)
     assert own.keys() == ref.keys() and all(torch.equal(own[k], ref[k]) for k in own)
-    assert dropped and all(k.endswith("relative_position_index") for k in dropped)
+    assert dropped and all(k.endswith("relative_position_index") for k, _ in dropped)
+    assert origin["layers.2.blocks.5.attn.qkv.weight"] == " + ".join(
+        f"swin.encoder.layers.2.blocks.5.attention.self.{p}.weight" for p in ("query", "key", "value"))
+    assert origin["head.weight"] == "classifier.weight" and origin["norms.0.weight"].startswith("(new")
+    canon, canon_dropped = to_canonical(hub, "hf_swin")  # what checkpoints.register_format takes
+    assert canon.keys() == {"backbone." + k for k in own} and canon_dropped == dropped
     # SwinBackbone: its per-stage norms become norms.0..3; feature maps match exactly.
     bb = _randomize(transformers.SwinBackbone(_hf_swin_config(out_features=["stage1", "stage2", "stage3", "stage4"])),
                     seed=2)
@@ -197,8 +203,8 @@ def test_hf_mobilevit_classification_and_segmentation_checkpoints():
     seg = _randomize(transformers.MobileViTForSemanticSegmentation(cfg), seed=4)
     sd = {"state_dict": seg.state_dict()}  # wrappers are taken off too
     assert detect_extra_format(sd) == "hf_mobilevit"
-    own, dropped = convert_extra(sd)
-    assert dropped and all(k.startswith("segmentation_head.") for k in dropped)  # DeepLabV3 head: not ours
+    own, dropped, _ = convert_extra(sd)
+    assert dropped and all(k.startswith("segmentation_head.") for k, _ in dropped)  # DeepLabV3 head: not ours
     segm = create_model("mobilevit_xxs_segformer", num_classes=7).eval()
     missing, unexpected = segm.load_state_dict({"backbone." + k: v for k, v in own.items()}, strict=False)
     assert unexpected == [] and all(k.startswith("head.") for k in missing)
@@ -245,8 +251,8 @@ def test_official_swin_layouts_round_trip():
     # segmentation (mmseg) release: every norm{i} present, decode head dropped
     ck = _own_to_official_swin(src.state_dict(), seg=True)
     assert detect_extra_format(ck) == "official_swin"
-    own, dropped = convert_extra(ck)
-    assert "decode_head.conv_seg.weight" in dropped
+    own, dropped, origin = convert_extra(ck)
+    assert "decode_head.conv_seg.weight" in dict(dropped) and origin["norms.1.weight"] == "backbone.norm1.weight"
     bb = create_model("swin_tiny", num_classes=0).eval()
     bb.load_state_dict(own, strict=True)
     with torch.no_grad():
@@ -263,6 +269,8 @@ def _own_to_official_dat(sd):
             if part.startswith("norm"):
                 out[f"stages.{i}.layer_norms.{2 * j + int(part[-1]) - 1}.{rest}"] = v
             else:
+                if part == "attn":  # window attention (L/S) uses Swin's names in pvtseg
+                    rest = re.sub(r"^qkv\.", "proj_qkv.", re.sub(r"^proj\.", "proj_out.", rest))
                 out[f"stages.{i}.{part}s.{j}.{rest}"] = v
                 if rest == "relative_position_bias_table":
                     out[f"stages.{i}.attns.{j}.relative_position_index"] = swin.relative_position_index(7)
@@ -286,13 +294,16 @@ def test_official_dat_layout_round_trip():
     assert {"patch_proj.0.weight", "patch_proj.1.norm.weight", "stages.2.layer_norms.3.norm.bias",
             "stages.2.attns.1.conv_offset.0.weight", "stages.2.attns.1.conv_offset.1.norm.weight",
             "stages.2.attns.1.conv_offset.3.weight", "stages.2.attns.1.rpe_table", "stages.3.attns.1.proj_q.weight",
-            "stages.0.attns.1.relative_position_bias_table", "stages.1.mlps.0.chunk.linear1.weight",
-            "down_projs.2.0.weight", "down_projs.2.1.norm.weight", "cls_norm.norm.weight", "cls_head.weight"} <= keys
+            "stages.0.attns.1.relative_position_bias_table", "stages.0.attns.1.proj_qkv.weight",
+            "stages.3.attns.0.proj_out.bias", "stages.3.attns.1.proj_out.weight",
+            "stages.1.mlps.0.chunk.linear1.weight", "down_projs.2.0.weight", "down_projs.2.1.norm.weight",
+            "cls_norm.norm.weight", "cls_head.weight"} <= keys
     assert ck["model"]["stages.2.attns.1.rpe_table"].shape == (12, 27, 27)  # 14x14 map at 224
     assert ck["model"]["stages.3.attns.1.conv_offset.3.weight"].shape == (2, 128, 1, 1)  # 768 / 6 groups
     assert detect_extra_format(ck) == "official_dat"
-    own, dropped = convert_extra(ck)
-    assert set(dropped) == {k for k in keys if k.endswith(("relative_position_index", "attn_mask"))}
+    own, dropped, origin = convert_extra(ck)
+    assert origin["stages.2.blocks.1.norm2.norm.weight"] == "stages.2.layer_norms.3.norm.weight"
+    assert set(dict(dropped)) == {k for k in keys if k.endswith(("relative_position_index", "attn_mask"))}
     m = create_model("dat_tiny", num_classes=10).eval()
     m.load_state_dict(own, strict=True)
     x = torch.randn(1, 3, 224, 224)

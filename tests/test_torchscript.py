@@ -13,6 +13,7 @@ from _pvt_helpers import fast_init, randomize_
 from pvtseg.models import create_model, list_models, load_checkpoint
 
 TOL = 1e-5
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
 
 def _script_and_compare(model: torch.nn.Module, x: torch.Tensor, calls: int = 1) -> torch.jit.ScriptModule:

@@ -325,8 +325,7 @@ def bench_loop_overhead(seg: Any, video: Path, n: int, warmup: int, rounds: int 
     bare_s = 0.0
     loop_s = 0.0
     loop_frames = 0
-    renders: List[float] = []
-    waits: List[float] = []
+    render_ms = wait_ms = 0.0
     with FrameSource(str(video), loop=True) as src:
         for i in range(warmup):
             seg(frames[i % len(frames)])
@@ -341,13 +340,13 @@ def bench_loop_overhead(seg: Any, video: Path, n: int, warmup: int, rounds: int 
             st = run_loop(seg, src, visualizer=vis, max_frames=chunk)
             loop_s += st.wall_s
             loop_frames += st.frames
-            renders += st.render_ms
-            waits += st.wait_ms
+            render_ms += st.mean("render") * st.frames
+            wait_ms += st.mean("wait") * st.frames
     bare = bare_s * 1e3 / (chunk * rounds)
     loop = loop_s * 1e3 / max(loop_frames, 1)
     return {"frames": chunk * rounds, "rounds": rounds, "bare_ms": bare, "loop_ms": loop,
-            "overhead_pct": 100.0 * (loop / bare - 1.0), "render_ms": float(np.mean(renders)) if renders else 0.0,
-            "wait_ms": float(np.mean(waits)) if waits else 0.0}
+            "overhead_pct": 100.0 * (loop / bare - 1.0), "render_ms": render_ms / max(loop_frames, 1),
+            "wait_ms": wait_ms / max(loop_frames, 1)}
 
 
 def bench_memory(seg: Any, video: Path, n: int) -> Dict[str, Any]:

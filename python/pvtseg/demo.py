@@ -139,16 +139,32 @@ def resolve_model(model: Optional[str], log: Callable[[str], None] = print) -> P
 # The loop (also used by `pvtseg bench` to measure the loop's overhead)
 # --------------------------------------------------------------------------------------------
 
+class Mean:
+    """Running mean in O(1) memory (a long live run must not grow a list per frame)."""
+
+    __slots__ = ("n", "total", "last")
+
+    def __init__(self) -> None:
+        self.n, self.total, self.last = 0, 0.0, 0.0
+
+    def add(self, v: float) -> None:
+        self.n += 1
+        self.total += v
+        self.last = v
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.n if self.n else 0.0
+
+
+STAGES = ("wait", "pre", "infer", "post", "render", "write")
+
+
 @dataclass
 class LoopStats:
     frames: int = 0
     wall_s: float = 0.0
-    pre_ms: List[float] = field(default_factory=list)
-    infer_ms: List[float] = field(default_factory=list)
-    post_ms: List[float] = field(default_factory=list)
-    render_ms: List[float] = field(default_factory=list)
-    wait_ms: List[float] = field(default_factory=list)
-    write_ms: List[float] = field(default_factory=list)
+    stages: Dict[str, Mean] = field(default_factory=lambda: {k: Mean() for k in STAGES})
     saved: List[str] = field(default_factory=list)
     quit_by_user: bool = False
 
@@ -157,8 +173,8 @@ class LoopStats:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
     def mean(self, name: str) -> float:
-        v = getattr(self, f"{name}_ms")
-        return float(np.mean(v)) if v else 0.0
+        """Mean ms per frame of a stage: wait (for the source), pre, infer, post, render, write."""
+        return self.stages[name].mean
 
     def summary(self) -> str:
         return (f"{self.frames} frames in {self.wall_s:.1f} s, mean {self.fps:.1f} FPS; per frame: "
@@ -290,12 +306,13 @@ def run_loop(seg: Any, source: Any, *, visualizer: Any = None, writer: Optional[
             montage.offer(stats.frames, out)
         t4 = time.perf_counter()
         stats.frames += 1
-        stats.wait_ms.append((t1 - t0) * 1e3)
-        stats.pre_ms.append(tm.pre)
-        stats.infer_ms.append(tm.infer)
-        stats.post_ms.append(tm.post)
-        stats.render_ms.append((t3 - t2) * 1e3)
-        stats.write_ms.append((t4 - t3) * 1e3)
+        st = stats.stages
+        st["wait"].add((t1 - t0) * 1e3)
+        st["pre"].add(tm.pre)
+        st["infer"].add(tm.infer)
+        st["post"].add(tm.post)
+        st["render"].add((t3 - t2) * 1e3)
+        st["write"].add((t4 - t3) * 1e3)
         dt = t4 - t_prev
         t_prev = t4
         if dt > 0:

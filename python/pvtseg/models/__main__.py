@@ -108,18 +108,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             try:
                 c = model_complexity(name, size, with_flops=not args.no_flops)
                 row = {"name": name, "kind": c.kind, "params": c.params,
-                       "gflops": None if args.no_flops else round(c.gflops, 3)}
+                       "flops": None if args.no_flops else c.flops}
             except Exception as e:  # one broken model must not hide the others
                 failures.append(f"{name}: {type(e).__name__}: {e}")
-                row = {"name": name, "kind": "?", "params": None, "gflops": None}
+                row = {"name": name, "kind": "?", "params": None, "flops": None}
             else:
                 cache[key] = row
         w = weights_for(name)
-        row = dict(row, weights=w.filename if w else None)
+        flops = row.get("flops")
+        row = dict(row, gflops=None if flops is None else round(flops / 1e9, 3), weights=w.filename if w else None)
         rows.append(row)
         if not args.json:
             params = "?" if row["params"] is None else f"{row['params'] / 1e6:.2f}"
-            gflops = "-" if row["gflops"] is None else f"{row['gflops']:.2f}"
+            gflops = "-" if flops is None else f"{flops / 1e9:.2f}"
             print(f"{name:<{width}}  {row['kind']:<10} {params:>9} {gflops:>14}  {row['weights'] or '-'}",
                   flush=True)
     _save_cache(fingerprint, cache)

@@ -57,6 +57,7 @@ import os
 import pickle
 import re
 import struct
+import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -88,7 +89,10 @@ FORMATS: Dict[str, str] = {
 
 # Final classification layers: the only parameters whose shape depends on num_classes.
 _FINAL_LAYERS = ("backbone.head.", "head.head.conv_seg.", "head.linear_pred.")
-_CLASSIFIER_ONLY = ("backbone.head.", "backbone.cls_token", "backbone.norm.")
+# Parts only a classifier has (canonical names). A backbone class can add its own with a
+# `classifier_only_prefixes` attribute (prefixes of its own keys, e.g. ("final_conv.",)).
+_CLASSIFIER_ONLY = ("backbone.head.", "backbone.cls_token", "backbone.norm.", "backbone.final_conv.",
+                    "backbone.cls_head.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,10 +234,13 @@ def _safe_extra_globals() -> List[Any]:
 
 def _torch_load(p: Path, head: bytes) -> Any:
     def load(extra: Optional[List[Any]]) -> Any:
-        if extra:
-            with torch.serialization.safe_globals(extra):
-                return torch.load(p, map_location="cpu", weights_only=True)
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # Raised for plain pickles (protocol != 2) just before they are refused anyway.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            if extra:
+                with torch.serialization.safe_globals(extra):
+                    return torch.load(p, map_location="cpu", weights_only=True)
+            return torch.load(p, map_location="cpu", weights_only=True)
 
     is_zip = head[:2] == b"PK"
     if is_zip:
@@ -363,10 +370,33 @@ def detect_format(sd: Mapping[str, Any]) -> str:
         return "mmseg"
     if "patch_embed1.proj.weight" in sd:
         return "pvt-official"
+    for name, (_, detect, _) in _EXTRA_FORMATS.items():
+        if detect(sd):
+            return name
     sample = _names(keys, 5)
     raise CheckpointError(
         "unrecognised checkpoint layout (first keys: " + sample + "). Understood formats: "
         + "; ".join(f"{k} = {v}" for k, v in FORMATS.items()))
+
+
+# Layouts of other backbone families, plugged in with register_format().
+ExtraConvert = Callable[[Mapping[str, Tensor]], Tuple[StateDict, List[Tuple[str, str]]]]
+_EXTRA_FORMATS: Dict[str, Tuple[str, Callable[[Mapping[str, Tensor]], bool], ExtraConvert]] = {}
+
+
+def register_format(name: str, description: str, detect: Callable[[Mapping[str, Tensor]], bool],
+                    convert: ExtraConvert) -> None:
+    """Teach load_checkpoint another layout (e.g. a new backbone family's official releases).
+
+    detect(state_dict) -> True when the keys are in this layout (tried after the built-in ones);
+    convert(state_dict) -> (tensors, dropped): tensors keyed in the canonical namespace
+    ("backbone." + the model's own backbone/classifier key, "head." + segmentation-head key),
+    dropped a list of (checkpoint key, reason) left out on purpose.
+    """
+    if name in FORMATS and name not in _EXTRA_FORMATS:
+        raise ValueError(f"format {name!r} is built in")
+    FORMATS[name] = description
+    _EXTRA_FORMATS[name] = (description, detect, convert)
 
 
 Rule = Tuple["re.Pattern[str]", Callable[["re.Match[str]"], Optional[str]]]
@@ -458,7 +488,8 @@ _RULES: Dict[str, List[Rule]] = {
     "mmseg": _rules(
         *[("backbone\\." + pat, fn) for pat, fn in _OFFICIAL_BACKBONE],
         (r"neck\.(?P<c>lateral_convs|fpn_convs)\.(?P<i>\d)\.conv\." + _WB, r"head.neck.\g<c>.\g<i>.conv.\g<p>"),
-        (r"decode_head\.scale_heads\.(?P<i>\d)\.(?P<k>\d)\.conv\.weight", r"head.head.scale_heads.\g<i>.\g<k>.conv.weight"),
+        (r"decode_head\.scale_heads\.(?P<i>\d)\.(?P<k>\d)\.conv\.weight",
+         r"head.head.scale_heads.\g<i>.\g<k>.conv.weight"),
         (r"decode_head\.scale_heads\.(?P<i>\d)\.(?P<k>\d)\.bn\." + _BN,
          r"head.head.scale_heads.\g<i>.\g<k>.bn.\g<p>"),
         (r"decode_head\.linear_c(?P<s>[1-4])\.proj\." + _WB, _stage("head.linear_c.{s}.proj.{p}", True)),
@@ -545,11 +576,17 @@ class Converted:
 def convert_state_dict(sd: Mapping[str, Tensor], fmt: Optional[str] = None) -> Converted:
     """Convert a state dict of any supported format to pvtseg's canonical segmentor namespace."""
     fmt = fmt or detect_format(sd)
+    if fmt in _EXTRA_FORMATS:
+        tensors, extra_dropped = _EXTRA_FORMATS[fmt][2](sd)
+        return Converted(fmt, OrderedDict(tensors), {k: k for k in tensors}, [], list(extra_dropped), [])
     if fmt not in _RULES:
         raise CheckpointError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     rules = _RULES[fmt]
-    if fmt == "pvtseg" and any(k.startswith("backbone.") for k in sd):
-        rules = _rules((r"(?P<k>(backbone|head)\..*)", r"\g<k>"))  # a segmentor: already canonical
+    if fmt == "pvtseg":
+        if any(k.startswith("backbone.") for k in sd):
+            rules = _rules((r"(?P<k>(backbone|head)\..*)", r"\g<k>"))  # a segmentor: already canonical
+        else:
+            rules = _rules((r"(?P<k>.+)", r"backbone.\g<k>"))  # a classifier / backbone
     drops = [(re.compile(p + "$"), why) for p, why in _DROP.get(fmt, [])]
     out: StateDict = OrderedDict()
     origin: Dict[str, str] = {}
@@ -638,11 +675,11 @@ def _describe(canon: Mapping[str, Tensor]) -> str:
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
-def _part(key: str) -> str:
-    if key.startswith("backbone.stages."):
-        return "backbone"
-    if key.startswith(_CLASSIFIER_ONLY):
+def _part(key: str, classifier_only: Tuple[str, ...] = _CLASSIFIER_ONLY) -> str:
+    if key.startswith(classifier_only):
         return "classifier"
+    if key.startswith("backbone."):
+        return "backbone"
     if key.startswith("head."):
         return "seg_head"
     return "other"
@@ -654,6 +691,19 @@ def _head_kind(keys: Sequence[str]) -> Optional[str]:
     if any(k.startswith("head.linear_") for k in keys):
         return "segformer"
     return None
+
+
+def _is_own_layout(sd: Mapping[str, Tensor], model: nn.Module) -> bool:
+    """The model's own state_dict() layout (any backbone family): at least half the keys are the
+    model's keys, or its backbone's keys (classifier <-> segmentor). Only tried for layouts that
+    detect_format does not know (timm's block keys equal pvtseg's, for one)."""
+    model_keys = set(model.state_dict())
+    variants = [model_keys, {"backbone." + k for k in model_keys},
+                {k[len("backbone."):] for k in model_keys if k.startswith("backbone.")}]
+    keys = [k for k in sd if not k.endswith("num_batches_tracked")]
+    if not keys:
+        return False
+    return any(sum(k in v for k in keys) >= 0.5 * len(keys) for v in variants)
 
 
 def _is_segmentor(model: nn.Module) -> bool:
@@ -683,7 +733,13 @@ def load_checkpoint(model: nn.Module, path_or_state_dict: Union[str, os.PathLike
         raise CheckpointError(
             f"load_checkpoint takes a file path or a state dict, got {type(path_or_state_dict).__name__}")
     sd = unwrap_state_dict(raw, notes)
-    conv = convert_state_dict(sd)
+    try:
+        fmt = detect_format(sd)
+    except CheckpointError:
+        if not _is_own_layout(sd, model):
+            raise
+        fmt = "pvtseg"  # another backbone family's own state_dict()
+    conv = convert_state_dict(sd, fmt)
     notes += conv.notes
     canon = OrderedDict(conv.tensors)
     dropped = list(conv.dropped)
@@ -694,12 +750,14 @@ def load_checkpoint(model: nn.Module, path_or_state_dict: Union[str, os.PathLike
     # canonical key -> model key
     to_model = {("" if segmentor else "backbone.") + k: k for k in model_sd}
     model_keys = set(to_model)
+    backbone = model.backbone if segmentor else model
+    cls_only = _CLASSIFIER_ONLY + tuple("backbone." + p for p in getattr(backbone, "classifier_only_prefixes", ()))
 
     # 1. Parts this model has no place for.
     model_head = _head_kind(list(model_keys))
     ckpt_head = _head_kind([k for k in canon if k.startswith("head.")])
     for key in list(canon):
-        part = _part(key)
+        part = _part(key, cls_only)
         if key in model_keys:
             continue
         if part == "classifier":
@@ -743,10 +801,10 @@ def load_checkpoint(model: nn.Module, path_or_state_dict: Union[str, os.PathLike
         raise CheckpointError(_mismatch_message(mismatches, canon, model, segmentor, to_model))
 
     # 3. Missing / unexpected.
-    present_parts = {_part(k) for k in canon}
+    present_parts = {_part(k, cls_only) for k in canon}
     allowed_missing = set()
     for key in model_keys:
-        part = _part(key)
+        part = _part(key, cls_only)
         if part not in present_parts and part in ("seg_head", "classifier"):
             allowed_missing.add(key)
         if drop_head and key.startswith(_FINAL_LAYERS):
@@ -836,8 +894,9 @@ def _mismatch_message(mismatches, canon, model, segmentor, to_model) -> str:
         lines.append(f"the weights look like {suggestion} ({_describe(canon)}): "
                      f"create_model({suggestion!r}, ...) instead")
     elif not head:
-        lines.append(f"the weights have {_describe(canon)}: pick the model of that configuration "
-                     "(`pvtseg models` lists them)")
+        what = _describe(canon)
+        what = f"have {what}" if what != "no backbone" else "come from another model or configuration"
+        lines.append(f"the weights {what}: create the model they were trained with (`pvtseg models` lists them)")
     return "\n".join(lines)
 
 
@@ -855,4 +914,4 @@ def _strict_message(missing, unexpected, canon, model, segmentor, to_model, fmt)
 
 
 __all__ = ["FORMATS", "LoadReport", "Converted", "load_checkpoint", "read_checkpoint", "unwrap_state_dict",
-           "detect_format", "convert_state_dict", "guess_architecture"]
+           "detect_format", "convert_state_dict", "guess_architecture", "register_format"]

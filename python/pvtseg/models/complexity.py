@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -71,7 +71,7 @@ def _signature(module: nn.Module) -> Tuple[Any, ...]:
 
 
 def _arg_key(args: Tuple[Any, ...]) -> Optional[Tuple[Any, ...]]:
-    key = []
+    key: List[Any] = []
     for a in args:
         if isinstance(a, torch.Tensor):
             key.append(("T", tuple(a.shape), a.dtype))

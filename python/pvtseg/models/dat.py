@@ -24,11 +24,12 @@ per block (TorchScript cannot index `layer_norms[2 * d]`), with the segmentation
 per-level output norms, less the recomputed buffers (`relative_position_index`,
 `attn_mask`). checkpoints_extra.convert_official_dat maps
 `stages.i.layer_norms.{2j,2j+1}` -> `stages.i.blocks.j.norm{1,2}`, `stages.i.attns.j` ->
-`stages.i.blocks.j.attn`, `stages.i.mlps.j` -> `stages.i.blocks.j.mlp`, `down_projs.i` ->
+`stages.i.blocks.j.attn` (in L/S blocks `proj_qkv` -> `qkv`, `proj_out` -> `proj`: they are
+Swin's window attention), `stages.i.mlps.j` -> `stages.i.blocks.j.mlp`, `down_projs.i` ->
 `stages.i.downsample`, `cls_norm` -> `norms.3`.
     patch_proj.{0,1.norm}                          4x4/4 conv, LayerNorm
     stages.{i}.blocks.{j}.{norm1.norm,norm2.norm,mlp.chunk.{linear1,linear2}}
-    stages.{i}.blocks.{j}.attn.{proj_qkv,proj_out,relative_position_bias_table}          L / S
+    stages.{i}.blocks.{j}.attn.{qkv,proj,relative_position_bias_table}                  L / S (Swin's names)
     stages.{i}.blocks.{j}.attn.{conv_offset.{0,1.norm,3},proj_q,proj_k,proj_v,proj_out,rpe_table}   D
     stages.{i}.downsample.{0,1.norm}               2x2/2 conv, LayerNorm (i < 3)
     norms.{i}.norm                                 pyramid output norms
@@ -50,8 +51,7 @@ from torch import Tensor
 from .layers import DropPath, check_input
 from .registry import register_model
 from .segmentor import register_segmentors
-from .swin import (init_weights, pad_to_window, relative_position_index, shifted_window_mask, window_attention,
-                   window_partition, window_reverse)
+from .swin import WindowAttention, init_weights, shifted_window_mask
 
 SAMPLERS = ("grid_sample", "gather")
 
@@ -134,38 +134,22 @@ class TransformerMLP(nn.Module):
         return self.chunk(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-class LocalAttention(nn.Module):
-    """Window attention on NCHW maps; `shift > 0` makes it the shifted (S) variant."""
+class LocalAttention(WindowAttention):
+    """Window attention on NCHW maps (official `LocalAttention`); `shift > 0` makes it the
+    shifted variant (`ShiftWindowAttention`, which always shifts, with the mask of its size)."""
 
     def __init__(self, dim: int, heads: int, window: int, shift: int = 0):
-        super().__init__()
-        self.heads = heads
-        self.window = window
+        super().__init__(dim, heads, window, qkv_bias=True, table_std=0.01)
         self.shift = shift
-        self.scale = float((dim // heads) ** -0.5)
-        self.proj_qkv = nn.Linear(dim, 3 * dim)
-        self.proj_out = nn.Linear(dim, dim)
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.01)
-        self.register_buffer("relative_position_index", relative_position_index(window).flatten(), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        B, C, H, W = x.shape
-        w, s = self.window, self.shift
-        y, Hp, Wp = pad_to_window(x.permute(0, 2, 3, 1), w)
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        H, W = x.shape[2], x.shape[3]
+        w = self.window
         mask: Optional[Tensor] = None
-        if s > 0:
-            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
-            mask = shifted_window_mask(Hp, Wp, w, s, x.device).to(x.dtype)
-        N = w * w
-        bias = self.relative_position_bias_table[self.relative_position_index].reshape(N, N, -1).permute(2, 0, 1)  # type: ignore[index]
-        y = self.proj_out(window_attention(self.proj_qkv(window_partition(y, w)), self.heads, self.scale, bias, mask))
-        y = window_reverse(y, w, Hp, Wp)
-        if s > 0:
-            y = torch.roll(y, shifts=(s, s), dims=(1, 2))
-        if Hp != H or Wp != W:
-            y = y[:, :H, :W, :]
-        return y.permute(0, 3, 1, 2)
+        if self.shift > 0:
+            mask = shifted_window_mask((H + w - 1) // w * w, (W + w - 1) // w * w, w, self.shift, x.device)
+            mask = mask.to(x.dtype)
+        return self.attend(x.permute(0, 2, 3, 1), self.shift, mask).permute(0, 3, 1, 2)
 
 
 class DAttention(nn.Module):

@@ -14,7 +14,9 @@ A map that is not a multiple of a branch's window is zero-padded for that branch
 padded keys are masked out (the mask is built in `forward` from the actual size). For
 inputs that are multiples of 512 nothing is padded.
 
-Own state-dict layout (V2X-ViT's names inside the attention):
+Own state-dict layout (V2X-ViT's names inside the attention: a block's `attn` takes the
+state dict of V2X-ViT's `PyramidWindowAttention(fuse_method="split_attn")` as is, and
+computes the same as that module with one agent):
     patch_embed.{proj,norm}
     layers.{i}.blocks.{j}.norm1, .norm2, .mlp.{fc1,fc2}
     layers.{i}.blocks.{j}.attn.pwmsa.{b}.{to_qkv,pos_embedding,to_out.0}   branch b

@@ -20,8 +20,8 @@ Own state-dict layout (the official microsoft layout; checkpoints_extra.py conve
     head                                         ImageNet classifier (classifiers only)
 
 The window helpers here (`window_partition`, `window_reverse`, `relative_position_index`,
-`shifted_window_mask`, `window_attention`, `PatchMerging`) are shared with dat.py and
-mswin.py.
+`shifted_window_mask`, `window_attention`, `WindowAttention`, `PatchMerging`) are shared
+with dat.py and mswin.py.
 """
 
 from __future__ import annotations
@@ -165,9 +165,14 @@ class PatchMerging(nn.Module):
 
 
 class WindowAttention(nn.Module):
-    """W-MSA with a learned relative position bias ((2w-1)^2 x heads table)."""
+    """(S)W-MSA on a (B, H, W, C) map, with a learned relative position bias ((2w-1)^2 x heads).
 
-    def __init__(self, dim: int, num_heads: int, window: int, qkv_bias: bool = True):
+    `forward(x, shift, mask)`: zero-pad to multiples of the window, cyclically shift by
+    -shift when a mask is given, attend inside each window (plus the mask), undo the shift,
+    crop. DAT's local attention reuses it.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window: int, qkv_bias: bool = True, table_std: float = 0.02):
         super().__init__()
         self.num_heads = num_heads
         self.window = window
@@ -175,15 +180,30 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=table_std)
         self.register_buffer("relative_position_index", relative_position_index(window).flatten(), persistent=False)
 
     def position_bias(self) -> Tensor:
         N = self.window * self.window
-        return self.relative_position_bias_table[self.relative_position_index].reshape(N, N, -1).permute(2, 0, 1)  # type: ignore[index]
+        bias = self.relative_position_bias_table[self.relative_position_index]  # type: ignore[index]
+        return bias.reshape(N, N, -1).permute(2, 0, 1)
 
-    def forward(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
-        return self.proj(window_attention(self.qkv(x), self.num_heads, self.scale, self.position_bias(), mask))
+    def attend(self, x: Tensor, shift: int, mask: Optional[Tensor]) -> Tensor:
+        B, H, W, C = x.shape
+        w = self.window
+        y, Hp, Wp = pad_to_window(x, w)
+        if mask is not None:
+            y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
+        y = window_attention(self.qkv(window_partition(y, w)), self.num_heads, self.scale, self.position_bias(), mask)
+        y = window_reverse(self.proj(y), w, Hp, Wp)
+        if mask is not None:
+            y = torch.roll(y, shifts=(shift, shift), dims=(1, 2))
+        if Hp != H or Wp != W:
+            y = y[:, :H, :W, :]
+        return y
+
+    def forward(self, x: Tensor, shift: int, mask: Optional[Tensor]) -> Tensor:
+        return self.attend(x, shift, mask)
 
 
 class SwinBlock(nn.Module):
@@ -192,7 +212,6 @@ class SwinBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, window: int, shift: int, mlp_ratio: float, qkv_bias: bool,
                  drop_path: float, norm_eps: float = 1e-5):
         super().__init__()
-        self.window = window
         self.shift = shift
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = WindowAttention(dim, num_heads, window, qkv_bias)
@@ -202,17 +221,8 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: Tensor, H: int, W: int, mask: Optional[Tensor]) -> Tensor:
         B, L, C = x.shape
-        shortcut = x
-        y, Hp, Wp = pad_to_window(self.norm1(x).reshape(B, H, W, C), self.window)
-        s = self.shift
-        if mask is not None:
-            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
-        y = window_reverse(self.attn(window_partition(y, self.window), mask), self.window, Hp, Wp)
-        if mask is not None:
-            y = torch.roll(y, shifts=(s, s), dims=(1, 2))
-        if Hp != H or Wp != W:
-            y = y[:, :H, :W, :]
-        x = shortcut + self.drop_path(y.reshape(B, H * W, C))
+        y = self.attn(self.norm1(x).reshape(B, H, W, C), self.shift, mask)
+        x = x + self.drop_path(y.reshape(B, L, C))
         return x + self.drop_path(self.mlp(self.norm2(x), H, W))
 
 
