@@ -20,7 +20,8 @@ def art():
 def test_bench_smoke(tmp_path, art, capsys):
     out, plot = tmp_path / "b.json", tmp_path / "b.png"
     rc = bench.main(["--model", str(art["onnx"]), "--frames", "3", "--warmup", "2", "--loop-frames", "3",
-                     "--memory-frames", "12", "--json", str(out), "--plot", str(plot)])
+                     "--memory-frames", "12", "--json", str(out), "--plot", str(plot),
+                     "--markdown", str(tmp_path / "b.md")])
     text = capsys.readouterr().out
     assert rc == 0, text
     res = json.loads(out.read_text())
@@ -36,6 +37,8 @@ def test_bench_smoke(tmp_path, art, capsys):
     assert res["loop_overhead"]["frames"] == 3 and res["loop_overhead"]["bare_ms"] > 0
     assert res["memory"]["frames"] == 12 and res["memory"]["rss_end_mb"] > 10
     assert "vs ref" in text and "camera loop" in text and "memory" in text
+    md = (tmp_path / "b.md").read_text()
+    assert "| onnxruntime |" in md and "vs reference" in md and "Memory" in md
     img = cv2.imread(str(plot))
     assert img is not None and img.shape[1] == 900
 

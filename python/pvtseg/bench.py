@@ -395,6 +395,42 @@ def format_table(rows: List[Dict[str, Any]], ref: Optional[Dict[str, Any]]) -> s
     return "\n".join(lines)
 
 
+def format_markdown(result: Dict[str, Any]) -> str:
+    """The result as a Markdown table (for READMEs and reports)."""
+    ref = result.get("reference")
+    h, w = result["input"]
+    fh, fw = result["frame"]
+    lines = [f"`{result['arch']}`, input {w}x{h}, frames {fw}x{fh}, {result['host']['processor']} "
+             f"({result['host']['cpus']} CPUs), device {result['host']['device']}; "
+             f"{result.get('timed_frames', '?')} timed frames after {result.get('warmup_frames', '?')} warm-up; "
+             f"load average {result['loadavg_1min'][0]:.2f} -> {result['loadavg_1min'][1]:.2f}",
+             "",
+             "| backend | pre p50 | infer p50 / p90 / p99 | post p50 | total p50 / p90 / p99 (ms) | FPS | vs reference |",
+             "|---|---|---|---|---|---|---|"]
+
+    def trip(d: Dict[str, float]) -> str:
+        return f"{d['p50']:.1f} / {d['p90']:.1f} / {d['p99']:.1f}"
+
+    for r in result["backends"]:
+        sp = f"**{r['speedup']:.2f}x**" if r.get("speedup") else "-"
+        lines.append(f"| {r['label']} | {r['pre']['p50']:.1f} | {trip(r['infer'])} | {r['post']['p50']:.1f} | "
+                     f"{trip(r['total'])} | {r['fps']:.1f} | {sp} |")
+    if ref:
+        lines.append(f"| reference: HF SegFormer eager, forward + upsample + argmax | - | - | - | {trip(ref['total'])} "
+                     f"| {ref['fps']:.1f} | 1.00x |")
+    lo = result.get("loop_overhead")
+    if lo:
+        lines += ["", f"Camera loop ({lo['backend']}, file source, capture thread + render, no window): "
+                      f"{lo['loop_ms']:.1f} ms/frame vs bare Segmenter {lo['bare_ms']:.1f} ms/frame, "
+                      f"overhead **{lo['overhead_pct']:+.1f}%** (render {lo['render_ms']:.1f} ms/frame)."]
+    mem = result.get("memory")
+    if mem:
+        lines += ["", f"Memory ({Path(mem['model']).name}, {mem['frames']} frames of a looped file through the demo "
+                      f"loop): RSS {mem['rss_after_warmup_mb']:.1f} MB after warm-up -> {mem['rss_end_mb']:.1f} MB, "
+                      f"growth **{mem['growth_mb']:+.2f} MB**."]
+    return "\n".join(lines) + "\n"
+
+
 def write_plot(path: Path, rows: List[Dict[str, Any]], ref: Optional[Dict[str, Any]], title: str) -> Path:
     """Horizontal bar chart of p50 total ms (stacked pre / infer / post) with OpenCV."""
     import cv2
@@ -458,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-model", help="artifact for the memory run (default: the fastest backend's)")
     p.add_argument("--json", help="write all results here")
     p.add_argument("--plot", help="write a PNG bar chart here")
+    p.add_argument("--markdown", help="write the results as a Markdown table here")
     return p
 
 
@@ -540,6 +577,10 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_reference:
         first = next(iter(kept.values()))
         try:
+            if args.threads:
+                import torch
+
+                torch.set_num_threads(args.threads)  # same thread budget as the backends
             ref_runner = ReferenceRunner(meta, frames, args.device, args.fp16, lambda f: first.preprocess(f))
             log(f"  {'reference':<28} {ref_runner.name}")
         except PvtsegError as e:
@@ -608,6 +649,11 @@ def _run(args: argparse.Namespace) -> int:
 
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
+    if args.markdown:
+        from .io_utils import atomic_write_text
+
+        atomic_write_text(args.markdown, format_markdown(result))
+        print(f"wrote {args.markdown}")
     if args.plot:
         write_plot(Path(args.plot), rows, ref, f"{meta['arch']} {w}x{h} on {host['processor']} ({args.device})")
         print(f"wrote {args.plot}")

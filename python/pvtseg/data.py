@@ -314,4 +314,5 @@ def make_clip(data: Optional[str | os.PathLike] = None, out: str | os.PathLike =
         finally:
             vw.release()
         os.replace(tmp_mp4, tmp)
+    os.chmod(out, 0o644)  # atomic temp files are created 0600
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -49,7 +50,9 @@ def ship(checkpoint: str | Path, out: str | Path, size: tuple[int, int] = (384, 
         mean=list(MEAN), std=list(STD), precision="fp32", output_stride=4,
         checkpoint_sha256=hashlib.sha256(data).hexdigest(), dataset="CamVid (SegNet 11-class split)",
         ignore_index=11, **extra)
-    meta_mod.write(out, m)
+    side = meta_mod.write(out, m)
+    for f in (out, side):
+        os.chmod(f, 0o644)  # atomic temp files are created 0600
     return out
 
 
