@@ -537,3 +537,19 @@ def test_export_parity_and_tensorrt_ops(backbone, head, tmp_path):
     graph = onnx.load(str(paths["onnx"]))
     assert check_onnx_for_tensorrt(graph) == []
     assert _static_graph_problems(graph) == []
+
+
+def test_load_checkpoint_detects_extra_formats():
+    """checkpoints.load_checkpoint recognises the Swin layouts through register_format."""
+    from transformers import SwinConfig, SwinModel
+
+    from pvtseg.models import create_model, load_checkpoint
+
+    hf = SwinModel(SwinConfig()).eval()
+    model = create_model("swin_tiny_fpn", num_classes=11)
+    report = load_checkpoint(model, hf.state_dict(), strict=True)
+    assert report.format == "hf_swin"
+    # The converted weights really landed in the backbone: patch embedding equals HF's.
+    ours = model.backbone.state_dict()
+    hf_w = hf.state_dict()["embeddings.patch_embeddings.projection.weight"]
+    assert any(torch.equal(v, hf_w) for v in ours.values())

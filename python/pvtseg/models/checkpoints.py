@@ -913,5 +913,19 @@ def _strict_message(missing, unexpected, canon, model, segmentor, to_model, fmt)
     return "\n".join(lines)
 
 
+
+def _register_extra_formats() -> None:
+    """Swin / MobileViT / DAT layouts (HF, official) live in checkpoints_extra.py."""
+    import functools
+
+    from .checkpoints_extra import FORMAT_DESCRIPTIONS, detect_extra_format, to_canonical
+
+    for fmt, text in FORMAT_DESCRIPTIONS.items():
+        register_format(fmt, text, lambda sd, f=fmt: detect_extra_format(sd) == f,
+                        functools.partial(to_canonical, fmt=fmt))
+
+
+_register_extra_formats()
+
 __all__ = ["FORMATS", "LoadReport", "Converted", "load_checkpoint", "read_checkpoint", "unwrap_state_dict",
            "detect_format", "convert_state_dict", "guess_architecture", "register_format"]
