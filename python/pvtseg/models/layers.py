@@ -165,3 +165,19 @@ def check_input(x: Tensor, multiple: int = 32) -> None:
             f"input height and width must be multiples of {multiple}, got {H}x{W}; "
             f"resize or pad to e.g. {(H + multiple - 1) // multiple * multiple}x"
             f"{(W + multiple - 1) // multiple * multiple}")
+
+
+def init_weights(m: nn.Module) -> None:
+    """Truncated-normal Linear (std .02), unit LayerNorm, He-normal Conv: the usual ViT init."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Conv2d):
+        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+        nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)

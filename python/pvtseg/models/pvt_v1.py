@@ -20,8 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layers import Block, check_input, stochastic_depth_rates, tokens_to_nchw
-from .pvt_v2 import _init_weights
+from .layers import Block, check_input, init_weights, stochastic_depth_rates, tokens_to_nchw
 from .registry import register_model
 
 
@@ -118,7 +117,7 @@ class PyramidVisionTransformerV1(nn.Module):
             nn.init.trunc_normal_(stage.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def forward_features(self, x: Tensor) -> List[Tensor]:
         """The 4 pyramid maps, NCHW, at strides 4, 8, 16, 32 (no class token, no final norm)."""

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .layers import Block, check_input, stochastic_depth_rates, tokens_to_nchw
+from .layers import Block, check_input, init_weights, stochastic_depth_rates, tokens_to_nchw
 from .registry import register_model
 
 
@@ -79,7 +79,7 @@ class PyramidVisionTransformerV2(nn.Module):
         self.head = nn.Linear(embed_dims[3], num_classes) if num_classes > 0 else nn.Identity()
         self.feature_info: List[Dict[str, int]] = [
             {"num_chs": c, "reduction": s} for c, s in zip(embed_dims, (4, 8, 16, 32))]
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def forward_features(self, x: Tensor) -> List[Tensor]:
         """The 4 pyramid maps, NCHW, at strides 4, 8, 16, 32."""
@@ -96,21 +96,6 @@ class PyramidVisionTransformerV2(nn.Module):
         """ImageNet logits: mean of the last stage's tokens -> linear head."""
         feats = self.forward_features(x)
         return self.head(feats[3].flatten(2).mean(2))
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.Conv2d):
-        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-        nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 # Published configurations (official classification/pvt_v2.py and SegFormer's mix_transformer.py).

@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layers import DropPath, Mlp, check_input, stochastic_depth_rates
+from .layers import DropPath, Mlp, check_input, init_weights, stochastic_depth_rates
 from .registry import register_model
 from .segmentor import register_segmentors
 
@@ -115,22 +115,6 @@ def window_attention(qkv: Tensor, num_heads: int, scale: float, bias: Tensor, ma
         attn = attn.reshape(Bw, num_heads, N, N)
     attn = attn.softmax(dim=-1)
     return (attn @ v).transpose(1, 2).reshape(Bw, N, C)
-
-
-def init_weights(m: nn.Module) -> None:
-    """Truncated-normal Linear (std .02), unit LayerNorm, He-normal Conv: the usual ViT init."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.Conv2d):
-        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-        nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 # ----------------------------------------------------------------------------- modules
