@@ -197,6 +197,21 @@ _HF_SWIN_TOP = {"embeddings.patch_embeddings.projection.": "patch_embed.proj.", 
 _QKV = {"q_proj": 0, "query": 0, "k_proj": 1, "key": 1, "v_proj": 2, "value": 2}
 
 
+def _put_attention_block(out: "_Out", prefix: str, rest: str, src: str, value: Tensor, qkv_pattern: str,
+                         table: List[Tuple[str, str]], unknown_reason: str) -> None:
+    """One key of an HF transformer block: separate q/k/v Linears go into the fused qkv,
+    the rest is renamed by `table` (HF suffix regex -> own suffix) or dropped with a reason."""
+    q = re.match(qkv_pattern, rest)
+    if q:
+        out.qkv_part(f"{prefix}attn.qkv.{q.group(2)}", _QKV[q.group(1)], src, value)
+        return
+    for pat, rep in table:
+        if re.match(pat, rest):
+            out.put(prefix + re.sub("^" + pat, rep, rest), src, value)
+            return
+    out.drop(src, unknown_reason)
+
+
 def _hf_swin(sd: StateDict) -> ExtraConverted:
     sd, names = _strip(sd, ("swin.", "backbone."))
     out = _Out(names)
@@ -204,16 +219,9 @@ def _hf_swin(sd: StateDict) -> ExtraConverted:
         m = re.match(r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.*)$", k)
         if m:
             prefix, rest = f"layers.{m.group(1)}.blocks.{m.group(2)}.", m.group(3)
-            q = re.match(r"^attention\.(?:self\.)?(q_proj|k_proj|v_proj|query|key|value)\.(weight|bias)$", rest)
-            if q:
-                out.qkv_part(f"{prefix}attn.qkv.{q.group(2)}", _QKV[q.group(1)], k, v)
-                continue
-            for pat, rep in _HF_SWIN_BLOCK:
-                if re.match(pat, rest):
-                    out.put(prefix + re.sub("^" + pat, rep, rest), k, v)
-                    break
-            else:
-                out.drop(k, _BUFFER)
+            _put_attention_block(out, prefix, rest, k, v,
+                                 r"^attention\.(?:self\.)?(q_proj|k_proj|v_proj|query|key|value)\.(weight|bias)$",
+                                 _HF_SWIN_BLOCK, _BUFFER)
             continue
         m = re.match(r"^encoder\.layers\.(\d+)\.downsample\.(.*)$", k)
         if m:
@@ -303,16 +311,8 @@ def _hf_mobilevit(sd: StateDict) -> ExtraConverted:
         mt = re.match(r"^transformer\.layer\.(\d+)\.(.*)$", rest)
         if mt:
             prefix, r2 = f"stages.{i}.transformer.{mt.group(1)}.", mt.group(2)
-            q = re.match(r"^attention\.attention\.(query|key|value)\.(weight|bias)$", r2)
-            if q:
-                out.qkv_part(f"{prefix}attn.qkv.{q.group(2)}", _QKV[q.group(1)], k, v)
-                continue
-            for pat, rep in _HF_MVIT_LAYER:
-                if re.match(pat, r2):
-                    out.put(prefix + re.sub("^" + pat, rep, r2), k, v)
-                    break
-            else:
-                out.drop(k, "unknown MobileViT key")
+            _put_attention_block(out, prefix, r2, k, v, r"^attention\.attention\.(query|key|value)\.(weight|bias)$",
+                                 _HF_MVIT_LAYER, "unknown MobileViT key")
             continue
         rest = re.sub(r"^downsampling_layer\.", "down.", rest)
         rest = re.sub(r"^conv_projection\.", "conv_proj.", rest)
