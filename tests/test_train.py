@@ -116,6 +116,34 @@ def test_cli_stop_after_then_resume_finishes(tmp_path):
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]  # atomic writes leave no debris
 
 
+def test_init_from_takes_ema_weights_with_a_fresh_schedule(tmp_path):
+    data = make_synth_camvid(tmp_path / "camvid", n=4, h=64, w=64)
+    common = ["--limit-train", "4", "--base-size", "64", "64", "--crop", "32", "32", "--batch", "2",
+              "--iters", "8", "--warmup-iters", "2", "--ema", "0.9", "--val-every", "0"]
+    a = T.Trainer(_args(tmp_path / "a", data, *common))
+    for _ in range(3):
+        a.step()
+    a.save()
+    assert not _tensors_equal(a.ema.module.state_dict(), a.model.state_dict())
+
+    b = T.Trainer(_args(tmp_path / "b", data, *common, "--init-from", str(tmp_path / "a" / "last.pth")))
+    assert _tensors_equal(b.model.state_dict(), a.ema.module.state_dict())  # EMA, not the raw weights
+    assert b.global_iter == 0 and b.scheduler.state_dict()["last_iter"] == 0 and not b.optimizer.state
+    assert "initialised from" in (tmp_path / "b" / "train.log").read_text()
+
+    # plain weights files load too; a mismatched model and --resume together are refused clearly
+    torch.save(a.model.state_dict(), tmp_path / "w.pth")
+    c = T.Trainer(_args(tmp_path / "c", data, *common, "--init-from", str(tmp_path / "w.pth")))
+    assert _tensors_equal(c.model.state_dict(), a.model.state_dict())
+    with pytest.raises(T.CheckpointError, match="pvt_v2_b0_segformer"):
+        T.Trainer(_args(tmp_path / "d", data, *common, "--model", "pvt_v2_b1_segformer",
+                        "--init-from", str(tmp_path / "a" / "last.pth")))
+    with pytest.raises(T.PvtsegError, match="--resume"):
+        T.Trainer(_args(tmp_path / "b", data, *common, "--resume", "--init-from", str(tmp_path / "w.pth")))
+    with pytest.raises(T.CheckpointError, match="no file"):
+        T.Trainer(_args(tmp_path / "e", data, *common, "--init-from", str(tmp_path / "missing.pth")))
+
+
 # ---------------------------------------------------------------------------------------------
 # pieces
 

@@ -286,12 +286,17 @@ class Trainer:
         self.scheduler = WarmupPolyLR(self.optimizer, self.total_iters, warmup_iters=a.warmup_iters,
                                       power=a.power, time_limit_s=self.time_limit_s)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+        self.log_path = self.out / "train.log"
+        if a.init_from:
+            if a.resume:
+                raise PvtsegError("--init-from starts a new run from given weights; --resume continues OUT's own "
+                                  "run. Pass one of them.")
+            self._init_weights(Path(a.init_from))
         self.ema = ModelEMA(self.model, a.ema) if a.ema > 0 else None
 
         self.epoch, self.iter_in_epoch, self.global_iter = 0, 0, 0
         self.train_seconds, self.best_miou = 0.0, -1.0
         self.history: List[Dict[str, Any]] = []
-        self.log_path = self.out / "train.log"
         if a.resume:
             self._resume(self.out / "last.pth")
         elif (self.out / "last.pth").exists() and not a.overwrite:
@@ -351,6 +356,27 @@ class Trainer:
         self.log(f"resumed {path}: epoch {self.epoch} iter {self.iter_in_epoch}/{self.iters_per_epoch}, "
                  f"step {self.global_iter}, {self.train_seconds / 60:.1f} min trained, best val mIoU "
                  f"{100 * max(self.best_miou, 0):.2f}")
+
+    def _init_weights(self, path: Path) -> None:
+        """Start from given weights with a fresh optimizer and schedule (fine-tuning, or a new LR
+        cycle after a finished run). A pvtseg training checkpoint gives its EMA weights when it has
+        them; any other format goes through load_checkpoint (ImageNet backbones included)."""
+        from .models.checkpoints import load_checkpoint
+
+        if not path.is_file():
+            raise CheckpointError(f"--init-from: no file {path}.")
+        source: Any = path
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - not a torch pickle (e.g. safetensors): let load_checkpoint read it
+            raw = None
+        if isinstance(raw, dict) and raw.get("format") == "pvtseg-train-v1":
+            if raw.get("model_name") != self.args.model:
+                raise CheckpointError(f"--init-from {path} was trained as {raw.get('model_name')!r}, "
+                                      f"not --model {self.args.model!r}.")
+            source = raw["ema"]["module"] if raw.get("ema") else raw["model"]
+        report = load_checkpoint(self.model, source)
+        self.log(f"initialised from {path}" + (f" ({report})" if str(report) else ""))
 
     def save(self, name: str = "last.pth") -> None:
         save_checkpoint(self.out / name, self.state())
@@ -504,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", required=True, help="run folder (train.log, metrics.jsonl, last.pth, best.pth)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
     ap.add_argument("--overwrite", action="store_true", help="start over even if OUT/last.pth exists")
+    ap.add_argument("--init-from", default=None, metavar="CKPT",
+                    help="start from these weights (training checkpoint: its EMA; or any supported format) "
+                         "with a fresh optimizer and LR schedule")
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--iters", type=int, default=0, help="total iterations (overrides --epochs)")
     ap.add_argument("--time-limit-min", type=float, default=0.0,

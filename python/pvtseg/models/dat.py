@@ -48,8 +48,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layers import DropPath, check_input
-from .registry import register_model
+from .layers import DropPath, check_input, pyramid_feature_info
+from .registry import register_configs
 from .segmentor import register_segmentors
 from .swin import WindowAttention, init_weights, shifted_window_mask
 
@@ -299,8 +299,7 @@ class DAT(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.norms = nn.ModuleList([LayerNormProxy(d) for d in dims])
         self.cls_head = nn.Linear(dims[3], num_classes) if num_classes > 0 else nn.Identity()
-        self.feature_info: List[Dict[str, int]] = [
-            {"num_chs": c, "reduction": s} for c, s in zip(dims, (4, 8, 16, 32))]
+        self.feature_info: List[Dict[str, int]] = pyramid_feature_info(dims)
         self.apply(init_weights)
 
     def forward_features(self, x: Tensor) -> List[Tensor]:
@@ -340,6 +339,6 @@ def build(name: str, **kw) -> DAT:
     return DAT(**{**CONFIGS[name], **kw})
 
 
+register_configs(CONFIGS, build)
 for _name in CONFIGS:
-    register_model(_name, "classifier")(functools.partial(build, _name))
     register_segmentors(_name, functools.partial(build, _name, num_classes=0), 768)

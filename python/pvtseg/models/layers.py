@@ -6,7 +6,7 @@ All modules are TorchScript-scriptable; token tensors are (B, N, C) with N = H *
 
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, List, Sequence
 
 import torch
 import torch.nn as nn
@@ -153,6 +153,11 @@ def stochastic_depth_rates(depths: List[int], drop_path_rate: float) -> List[Lis
 
 
 @torch.jit.ignore
+def pyramid_feature_info(channels: Sequence[int]) -> List[Dict[str, int]]:
+    """timm-style `feature_info` of a 4-level pyramid at strides 4, 8, 16, 32."""
+    return [{"num_chs": int(c), "reduction": s} for c, s in zip(channels, (4, 8, 16, 32))]
+
+
 def check_input(x: Tensor, multiple: int = 32) -> None:
     """Reject inputs the pyramid cannot take, with a message that says how to fix it."""
     if x.dim() != 4 or x.shape[1] != 3:

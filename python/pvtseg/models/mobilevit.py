@@ -32,8 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layers import check_input
-from .registry import register_model
+from .layers import check_input, pyramid_feature_info
+from .registry import register_configs
 from .segmentor import register_segmentors
 from .swin import init_weights
 
@@ -182,8 +182,7 @@ class MobileViT(nn.Module):
         else:
             self.final_conv = nn.Identity()
             self.head = nn.Identity()
-        self.feature_info: List[Dict[str, int]] = [
-            {"num_chs": ch, "reduction": s} for ch, s in zip(c[2:6], (4, 8, 16, 32))]
+        self.feature_info: List[Dict[str, int]] = pyramid_feature_info(c[2:6])
         self.apply(init_weights)
 
     def forward_features(self, x: Tensor) -> List[Tensor]:
@@ -215,6 +214,6 @@ def build(name: str, **kw) -> MobileViT:
     return MobileViT(**{**CONFIGS[name], **kw})
 
 
+register_configs(CONFIGS, build)
 for _name in CONFIGS:
-    register_model(_name, "classifier")(functools.partial(build, _name))
     register_segmentors(_name, functools.partial(build, _name, num_classes=0), 256)

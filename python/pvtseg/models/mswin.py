@@ -34,8 +34,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .layers import DropPath, Mlp, check_input, stochastic_depth_rates
-from .registry import register_model
+from .layers import DropPath, Mlp, check_input, pyramid_feature_info, stochastic_depth_rates
+from .registry import register_configs
 from .segmentor import register_segmentors
 from .swin import (MASK_VALUE, PatchEmbed, PatchMerging, init_weights, pad_to_window, relative_position_index,
                    window_attention, window_partition, window_reverse)
@@ -176,8 +176,7 @@ class MSwinTransformer(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.norms = nn.ModuleList([nn.LayerNorm(d, eps=norm_eps) for d in dims])
         self.head = nn.Linear(dims[3], num_classes) if num_classes > 0 else nn.Identity()
-        self.feature_info: List[Dict[str, int]] = [
-            {"num_chs": c, "reduction": s} for c, s in zip(dims, (4, 8, 16, 32))]
+        self.feature_info: List[Dict[str, int]] = pyramid_feature_info(dims)
         self.apply(init_weights)
 
     def forward_features(self, x: Tensor) -> List[Tensor]:
@@ -206,6 +205,6 @@ def build(name: str, **kw) -> MSwinTransformer:
     return MSwinTransformer(**{**CONFIGS[name], **kw})
 
 
+register_configs(CONFIGS, build)
 for _name in CONFIGS:
-    register_model(_name, "classifier")(functools.partial(build, _name))
     register_segmentors(_name, functools.partial(build, _name, num_classes=0), 256 if _name == "mswin_tiny" else 512)

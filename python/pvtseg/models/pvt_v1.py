@@ -20,8 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layers import Block, check_input, init_weights, stochastic_depth_rates, tokens_to_nchw
-from .registry import register_model
+from .layers import Block, check_input, init_weights, pyramid_feature_info, stochastic_depth_rates, tokens_to_nchw
+from .registry import register_configs
 
 
 class PatchEmbed(nn.Module):
@@ -111,8 +111,7 @@ class PyramidVisionTransformerV1(nn.Module):
         self.cls_token: Optional[nn.Parameter] = None if dense_only else nn.Parameter(torch.zeros(1, 1, embed_dims[3]))
         self.norm = nn.Identity() if dense_only else nn.LayerNorm(embed_dims[3], eps=norm_eps)
         self.head = nn.Linear(embed_dims[3], num_classes) if num_classes > 0 and not dense_only else nn.Identity()
-        self.feature_info: List[Dict[str, int]] = [
-            {"num_chs": c, "reduction": s} for c, s in zip(embed_dims, (4, 8, 16, 32))]
+        self.feature_info: List[Dict[str, int]] = pyramid_feature_info(embed_dims)
         for stage in self.stages:
             nn.init.trunc_normal_(stage.pos_embed, std=0.02)
         if self.cls_token is not None:
@@ -161,9 +160,4 @@ def build(name: str, **kw) -> PyramidVisionTransformerV1:
     return PyramidVisionTransformerV1(**{**CONFIGS[name], **kw})
 
 
-def _register(name: str) -> None:
-    register_model(name, "classifier")(lambda **kw: build(name, **kw))
-
-
-for _name in CONFIGS:
-    _register(_name)
+register_configs(CONFIGS, build)

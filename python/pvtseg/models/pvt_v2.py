@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .layers import Block, check_input, init_weights, stochastic_depth_rates, tokens_to_nchw
-from .registry import register_model
+from .layers import Block, check_input, init_weights, pyramid_feature_info, stochastic_depth_rates, tokens_to_nchw
+from .registry import register_configs
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -77,8 +77,7 @@ class PyramidVisionTransformerV2(nn.Module):
                 sr_norm_eps=sr_norm_eps, drop=drop_rate, attn_drop=attn_drop_rate))
         self.stages = nn.ModuleList(stages)
         self.head = nn.Linear(embed_dims[3], num_classes) if num_classes > 0 else nn.Identity()
-        self.feature_info: List[Dict[str, int]] = [
-            {"num_chs": c, "reduction": s} for c, s in zip(embed_dims, (4, 8, 16, 32))]
+        self.feature_info: List[Dict[str, int]] = pyramid_feature_info(embed_dims)
         self.apply(init_weights)
 
     def forward_features(self, x: Tensor) -> List[Tensor]:
@@ -122,9 +121,4 @@ def build(name: str, **kw) -> PyramidVisionTransformerV2:
     return PyramidVisionTransformerV2(**{**CONFIGS[name], **kw})
 
 
-def _register(name: str) -> None:
-    register_model(name, "classifier")(lambda **kw: build(name, **kw))
-
-
-for _name in CONFIGS:
-    _register(_name)
+register_configs(CONFIGS, build)

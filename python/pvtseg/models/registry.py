@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import fnmatch
 import os
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -30,6 +31,12 @@ def register_model(name: str, kind: str = "classifier") -> Callable:
         return fn
 
     return deco
+
+
+def register_configs(configs: Dict[str, Any], build: Callable[..., nn.Module]) -> None:
+    """Register every name of a backbone family's config table as `build(name, **kw)`."""
+    for name in configs:
+        register_model(name, "classifier")(functools.partial(build, name))
 
 
 def list_models(pattern: str = "*", kind: Optional[str] = None) -> List[str]:

@@ -34,8 +34,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layers import DropPath, Mlp, check_input, init_weights, stochastic_depth_rates
-from .registry import register_model
+from .layers import DropPath, Mlp, check_input, init_weights, pyramid_feature_info, stochastic_depth_rates
+from .registry import register_configs
 from .segmentor import register_segmentors
 
 # Added to attention logits that a mask forbids (the official value; exp(-100) underflows
@@ -257,8 +257,7 @@ class SwinTransformer(nn.Module):
             for i in range(4)])
         self.norms = nn.ModuleList([nn.LayerNorm(d, eps=norm_eps) for d in dims])
         self.head = nn.Linear(dims[3], num_classes) if num_classes > 0 else nn.Identity()
-        self.feature_info: List[Dict[str, int]] = [
-            {"num_chs": c, "reduction": s} for c, s in zip(dims, (4, 8, 16, 32))]
+        self.feature_info: List[Dict[str, int]] = pyramid_feature_info(dims)
         self.apply(init_weights)
 
     def forward_features(self, x: Tensor) -> List[Tensor]:
@@ -289,7 +288,7 @@ def build(name: str, **kw) -> SwinTransformer:
     return SwinTransformer(**{**CONFIGS[name], **kw})
 
 
+register_configs(CONFIGS, build)
 for _name in CONFIGS:
-    register_model(_name, "classifier")(functools.partial(build, _name))
     # UperNet/Swin decoders use 512; SegFormer's All-MLP head on Swin-T/S uses 768 like MiT-B2+.
     register_segmentors(_name, functools.partial(build, _name, num_classes=0), 768)
