@@ -361,21 +361,22 @@ class Trainer:
         """Start from given weights with a fresh optimizer and schedule (fine-tuning, or a new LR
         cycle after a finished run). A pvtseg training checkpoint gives its EMA weights when it has
         them; any other format goes through load_checkpoint (ImageNet backbones included)."""
-        from .models.checkpoints import load_checkpoint
+        from .models.checkpoints import load_checkpoint, read_checkpoint
 
         if not path.is_file():
             raise CheckpointError(f"--init-from: no file {path}.")
-        source: Any = path
         try:
-            raw = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - not a torch pickle (e.g. safetensors): let load_checkpoint read it
-            raw = None
+            raw: Any = read_checkpoint(path)  # weights_only: any plain weights file
+        except CheckpointError:
+            # our training checkpoints hold RNG states that weights_only refuses; read them the
+            # way --resume does (a file of your own run)
+            raw = load_training_checkpoint(path)
         if isinstance(raw, dict) and raw.get("format") == "pvtseg-train-v1":
             if raw.get("model_name") != self.args.model:
                 raise CheckpointError(f"--init-from {path} was trained as {raw.get('model_name')!r}, "
                                       f"not --model {self.args.model!r}.")
-            source = raw["ema"]["module"] if raw.get("ema") else raw["model"]
-        report = load_checkpoint(self.model, source)
+            raw = raw["ema"]["module"] if raw.get("ema") else raw["model"]
+        report = load_checkpoint(self.model, raw)
         self.log(f"initialised from {path}" + (f" ({report})" if str(report) else ""))
 
     def save(self, name: str = "last.pth") -> None:

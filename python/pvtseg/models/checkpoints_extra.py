@@ -139,6 +139,17 @@ _MMSEG_HEADS = ("decode_head.", "auxiliary_head.", "neck.")
 _MMSEG_HEAD = "mmseg decode/auxiliary head (pvtseg's heads differ)"
 
 
+def _drop_buffer_or_mmseg_head(out: _Out, key: str) -> bool:
+    """Official releases (plain or mmseg-wrapped): drop recomputed window buffers and mmseg heads."""
+    if key.endswith(("relative_position_index", "attn_mask")):
+        out.drop(key, _BUFFER)
+    elif key.startswith(_MMSEG_HEADS):
+        out.drop(key, _MMSEG_HEAD)
+    else:
+        return False
+    return True
+
+
 # ----------------------------------------------------------------------------- detection
 def detect_extra_format(sd: Mapping) -> Optional[str]:
     """One of FORMATS, or None (not one of these formats, e.g. already pvtseg's own keys)."""
@@ -254,11 +265,7 @@ def _official_swin(sd: StateDict) -> ExtraConverted:
     sd, names = _strip(sd, ("backbone.",))
     out = _Out(names)
     for k, v in sd.items():
-        if k.endswith(("relative_position_index", "attn_mask")):
-            out.drop(k, _BUFFER)
-            continue
-        if k.startswith(_MMSEG_HEADS):
-            out.drop(k, _MMSEG_HEAD)
+        if _drop_buffer_or_mmseg_head(out, k):
             continue
         m = re.match(r"^norm(\d)?\.(weight|bias)$", k)
         out.put(f"norms.{m.group(1) or 3}.{m.group(2)}" if m else k, k, v)
@@ -326,11 +333,7 @@ def _official_dat(sd: StateDict) -> ExtraConverted:
     sd, names = _strip(sd, ("backbone.",))
     out = _Out(names)
     for k, v in sd.items():
-        if k.endswith(("relative_position_index", "attn_mask")):
-            out.drop(k, _BUFFER)
-            continue
-        if k.startswith(_MMSEG_HEADS):
-            out.drop(k, _MMSEG_HEAD)
+        if _drop_buffer_or_mmseg_head(out, k):
             continue
         if re.match(r"^stages\.\d\.proj\.", k):
             out.drop(k, "1x1 stage projection, an Identity in every released DAT config")

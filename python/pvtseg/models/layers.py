@@ -152,12 +152,12 @@ def stochastic_depth_rates(depths: List[int], drop_path_rate: float) -> List[Lis
     return out
 
 
-@torch.jit.ignore
 def pyramid_feature_info(channels: Sequence[int]) -> List[Dict[str, int]]:
     """timm-style `feature_info` of a 4-level pyramid at strides 4, 8, 16, 32."""
     return [{"num_chs": int(c), "reduction": s} for c, s in zip(channels, (4, 8, 16, 32))]
 
 
+@torch.jit.ignore
 def check_input(x: Tensor, multiple: int = 32) -> None:
     """Reject inputs the pyramid cannot take, with a message that says how to fix it."""
     if x.dim() != 4 or x.shape[1] != 3:
