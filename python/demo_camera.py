@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from pvtseg.demo import main  # noqa: E402
+from pvtseg.apps.demo import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

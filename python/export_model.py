@@ -6,7 +6,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # runs from a checkout without pip install
 
-from pvtseg.export import main  # noqa: E402
+from pvtseg.export.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

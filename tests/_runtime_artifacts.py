@@ -1,14 +1,11 @@
 """Test helper: small exported artifacts (TorchScript + ONNX + sidecar) for runtime tests.
 
 `output`: "labels" (uint8 at the input size), "logits" (stride 1) or "logits_4x" (stride 4).
-Uses pvtseg.export.export_model when it exists; otherwise the same thing by hand
-(torch.jit.script + torch.onnx.export + pvtseg.meta.write), so the runtime tests do not
-depend on the export module's progress.
+Made with pvtseg.export.export_model (self-check off: the export tests check parity).
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Dict
 
@@ -20,52 +17,16 @@ def make_artifacts(out_dir: Path, name: str = "tiny", *, arch: str = "pvt_v2_b0_
                    formats=("onnx", "torchscript")) -> Dict[str, Path]:
     import torch
 
-    from pvtseg import camvid
-    from pvtseg.models import create_model
+    from pvtseg.export import export_model
+    from pvtseg.models import camvid, create_model
 
     torch.manual_seed(seed)
     model = create_model(arch, num_classes=11).eval()
     out = Path(out_dir) / name
-    try:
-        from pvtseg.export import export_model  # type: ignore[attr-defined]
-    except ImportError:
-        export_model = None
-    if export_model is not None:
-        return {k: Path(v) for k, v in export_model(
-            model, out=str(out), arch=arch, height=height, width=width, formats=tuple(formats), output=output,
-            class_names=camvid.CLASS_NAMES, palette=camvid.PALETTE, mean=camvid.MEAN, std=camvid.STD,
-            verify=verify, log=lambda *a, **k: None).items()}
-    return _manual_export(model, out, arch, height, width, output, formats)
-
-
-def _manual_export(model, out: Path, arch: str, height: int, width: int, output: str, formats) -> Dict[str, Path]:
-    import torch
-
-    from pvtseg import camvid, meta
-
-    model.set_output(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths: Dict[str, Path] = {}
-    x = torch.randn(1, 3, height, width)
-    kind, dtype, stride = ("labels", "uint8", 1) if output == "labels" else (
-        "logits", "float32", 4 if output == "logits_4x" else 1)
-    oname = "labels" if output == "labels" else "logits"
-    if "torchscript" in formats:
-        p = out.with_suffix(".ts")
-        torch.jit.script(model).save(str(p))
-        paths["torchscript"] = p
-    if "onnx" in formats:
-        p = out.with_suffix(".onnx")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (x,), str(p), opset_version=17, input_names=["input"], output_names=[oname],
-                              dynamo=False)
-        paths["onnx"] = p
-    m = meta.make_meta(arch=arch, num_classes=11, height=height, width=width, output_kind=kind, output_dtype=dtype,
-                       output_stride=stride, class_names=camvid.CLASS_NAMES, palette=camvid.PALETTE,
-                       mean=camvid.MEAN, std=camvid.STD, output_name=oname)
-    paths["json"] = meta.write(out.with_suffix(".json"), m)
-    return paths
+    return {k: Path(v) for k, v in export_model(
+        model, out=str(out), arch=arch, height=height, width=width, formats=tuple(formats), output=output,
+        class_names=camvid.CLASS_NAMES, palette=camvid.PALETTE, mean=camvid.MEAN, std=camvid.STD,
+        verify=verify, log=lambda *a, **k: None).items()}
 
 
 _CACHE: Dict[tuple, Dict[str, Path]] = {}

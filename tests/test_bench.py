@@ -9,7 +9,7 @@ import pytest
 
 from _runtime_artifacts import cached_artifacts
 
-from pvtseg import bench
+from pvtseg.apps import bench
 
 
 @pytest.fixture(scope="module")

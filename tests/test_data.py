@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from _camvid_synth import REAL_CAMVID, colour_frame, make_synth_camvid
-from pvtseg import data as D
+from pvtseg.training import datasets as D
 from pvtseg.errors import DataError, PvtsegError
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from _runtime_artifacts import cached_artifacts, write_video
 
-from pvtseg import demo
+from pvtseg.apps import demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,7 +113,8 @@ def test_default_model_export_is_cached_by_sha256(tmp_path, monkeypatch, capsys)
     """No --model: models/<default>.pth is exported once to models/build/, re-exported when it changes."""
     import torch
 
-    from pvtseg import camvid, meta
+    from pvtseg import meta
+from pvtseg.models import camvid
     from pvtseg.models import create_model
 
     models = tmp_path / "models"
@@ -151,7 +152,7 @@ def test_default_model_export_is_cached_by_sha256(tmp_path, monkeypatch, capsys)
 def test_keys_quit_pause_mode_and_save(tmp_path, art, monkeypatch):
     """The window loop's keys, with cv2's GUI calls replaced (no display here)."""
     from pvtseg.runtime import Segmenter, Visualizer
-    from pvtseg.sources import FrameSource
+    from pvtseg.runtime.sources import FrameSource
 
     keys = iter([ord("m"), ord("s"), ord(" "), -1, ord("s"), ord(" "), ord("m"), 27])
     shown = []

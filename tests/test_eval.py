@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 
 from _camvid_synth import colour_frame, make_synth_camvid
-from pvtseg import evaluate as E
-from pvtseg.camvid import MEAN, STD
+from pvtseg.training import evaluate as E
+from pvtseg.models.camvid import MEAN, STD
 
 
 def test_confusion_matrix_by_hand():

@@ -16,9 +16,10 @@ ort = pytest.importorskip("onnxruntime")
 from pvtseg import meta as meta_mod  # noqa: E402
 from pvtseg.engine.trt_ops import check_onnx_for_tensorrt, parse_operator_table, SUPPORTED_OPS  # noqa: E402
 from pvtseg.errors import ExportError, InputShapeError  # noqa: E402
-from pvtseg.export import export_model, main as export_main  # noqa: E402
+from pvtseg.export import export_model
+from pvtseg.export.cli import main as export_main  # noqa: E402
 from pvtseg.models import create_model, list_models  # noqa: E402
-from pvtseg.models.fuse import fuse_for_inference, static_adaptive_pool  # noqa: E402
+from pvtseg.export.fuse import fuse_for_inference, static_adaptive_pool  # noqa: E402
 
 H, W = 64, 96
 TRT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tensorrt" / "onnx-operators-trt10.0.md"

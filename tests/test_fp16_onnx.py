@@ -15,7 +15,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from pvtseg import camvid  # noqa: E402
+from pvtseg.models import camvid  # noqa: E402
 from pvtseg.engine.fp16_onnx import convert_to_fp16, fp32_node_names, island_node_names  # noqa: E402
 from pvtseg.export import export_model, find_sample_image, preprocess_image  # noqa: E402
 from pvtseg.models import create_model  # noqa: E402

@@ -205,7 +205,7 @@ def test_cli_lists_models_with_params_and_gflops(tmp_path):
 
 
 def test_pvtseg_models_command(capsys, tmp_path, monkeypatch):
-    from pvtseg.cli import main
+    from pvtseg.apps.cli import main
 
     monkeypatch.setenv("PVTSEG_CACHE", str(tmp_path))
     assert main(["models", "--weights"]) == 0

@@ -15,7 +15,7 @@ import pytest
 from _runtime_artifacts import write_video
 
 from pvtseg.errors import SourceError
-from pvtseg.sources import FrameSource, csi_pipeline, parse_source
+from pvtseg.runtime.sources import FrameSource, csi_pipeline, parse_source
 
 
 # -- parsing --------------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ class Factory:
 
 
 def test_live_reconnects_with_exponential_backoff(caplog):
-    caplog.set_level(logging.WARNING, logger="pvtseg.sources")
+    caplog.set_level(logging.WARNING, logger="pvtseg.runtime.sources")
     fac = Factory(frames_per_session=(5, 10_000), fail_opens=3)
     with FrameSource("rtsp://127.0.0.1:8554/cam", capture_factory=fac, backoff_initial=0.01, backoff_max=1.0,
                      max_failed_reads=2) as src:

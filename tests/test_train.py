@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from _camvid_synth import REAL_CAMVID, make_synth_camvid
-from pvtseg import train as T
+from pvtseg.training import train as T
 
 needs_camvid = pytest.mark.skipif(not (REAL_CAMVID / "train" / "images").is_dir(),
                                   reason="../shared/data/camvid is not present")
@@ -239,7 +239,7 @@ def test_deterministic_batches(tmp_path):
 def test_ship_model_writes_weights_and_sidecar(tmp_path):
     from pvtseg import meta
     from pvtseg.models import create_model
-    from pvtseg.tools.ship_model import ship
+    from pvtseg.training.ship_model import ship
 
     data = make_synth_camvid(tmp_path / "camvid", n=2, h=64, w=64)
     out = tmp_path / "run"

@@ -54,3 +54,11 @@ class DataError(PvtsegError, ValueError):
 
 class DownloadError(CheckpointError, ConnectionError):
     """Official weights could not be downloaded (offline, HTTP error, incomplete file)."""
+
+
+class DeviceError(PvtsegError, ValueError):
+    """A device string or backend option is invalid, or the device is not available."""
+
+
+class UnknownArtifactError(PvtsegError, ValueError):
+    """The artifact's extension names no backend, or the backend name is unknown."""

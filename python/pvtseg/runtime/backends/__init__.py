@@ -10,12 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Type
 
-from ...errors import PvtsegError
-from .base import Backend, DeviceError, parse_device  # noqa: F401
-
-
-class UnknownArtifactError(PvtsegError, ValueError):
-    """The artifact's extension names no backend, or the backend name is unknown."""
+from ...errors import DeviceError, UnknownArtifactError  # noqa: F401
+from .base import Backend, parse_device  # noqa: F401
 
 
 #: artifact suffix -> backend name

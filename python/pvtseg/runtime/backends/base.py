@@ -14,11 +14,7 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from ...errors import PvtsegError
-
-
-class DeviceError(PvtsegError, ValueError):
-    """A device string or backend option is invalid, or the device is not available."""
+from ...errors import DeviceError
 
 
 def parse_device(device: str) -> Tuple[str, int]:

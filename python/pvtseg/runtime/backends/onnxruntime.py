@@ -20,7 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ...errors import PvtsegError
-from .base import Backend, DeviceError
+from ...errors import DeviceError
+from .base import Backend
 
 
 def cpu_cores() -> int:

@@ -14,7 +14,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from ...errors import PvtsegError
-from .base import Backend, DeviceError
+from ...errors import DeviceError
+from .base import Backend
 
 
 class TorchScriptBackend(Backend):

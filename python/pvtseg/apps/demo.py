@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from .errors import PvtsegError
+from ..errors import PvtsegError
 
 PROG = "pvtseg demo"
 DEFAULT_NAME = "camvid_pvt_v2_b0_segformer"
@@ -41,7 +41,7 @@ def repo_models_dir() -> Path:
     env = os.environ.get("PVTSEG_MODELS")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parents[2] / "models"
+    here = Path(__file__).resolve().parents[3] / "models"
     return here if here.is_dir() else Path.cwd() / "models"
 
 
@@ -77,7 +77,7 @@ def ensure_exported(checkpoint: Path, sidecar: Optional[Path] = None, build_dir:
     size) and return the artifact; reuse the cached one while its checkpoint_sha256 matches.
 
     `output="logits_4x"` exports logits at 1/4 (the Segmenter upsamples + argmaxes them)."""
-    from . import meta as meta_mod
+    from .. import meta as meta_mod
 
     checkpoint = Path(checkpoint)
     sidecar = Path(sidecar) if sidecar else checkpoint.with_suffix(".json")
@@ -106,8 +106,8 @@ def ensure_exported(checkpoint: Path, sidecar: Optional[Path] = None, build_dir:
     try:
         import torch  # noqa: F401
 
-        from .export import export_model
-        from .models import create_model
+        from ..export import export_model
+        from ..models import create_model
     except ImportError as e:
         raise PvtsegError(f"exporting {checkpoint} needs PyTorch ({e}). Install torch, or export the model on "
                           "another machine (`pvtseg export`) and pass the .onnx / .engine with --model.") from e
@@ -203,7 +203,7 @@ class Montage:
     def write(self, path: Path) -> Optional[Path]:
         import cv2
 
-        from .io_utils import atomic_write_bytes
+        from ..io_utils import atomic_write_bytes
 
         if not self.tiles:
             return None
@@ -401,8 +401,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runtime import Segmenter, Visualizer
-    from .sources import FrameSource
+    from ..runtime import Segmenter, Visualizer
+    from ..runtime.sources import FrameSource
 
     model = resolve_model(args.model)
     source = args.source

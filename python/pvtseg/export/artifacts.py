@@ -23,7 +23,6 @@ What it does:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import glob
@@ -31,7 +30,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -40,16 +38,16 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import camvid
-from . import meta as meta_mod
-from .errors import ExportError, InputShapeError, PvtsegError
+from .. import meta as meta_mod
+from ..errors import ExportError, InputShapeError, PvtsegError
+from ..models import camvid
 
 FORMATS = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".ts"}
 MAX_LOGIT_DIFF = 1e-4
 MIN_LABEL_AGREEMENT = 0.999
 ONNX_2GB = 2 ** 31 - 1
-_REPO = Path(__file__).resolve().parents[2]
+_REPO = Path(__file__).resolve().parents[3]
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,7 +83,7 @@ def prepare_for_export(model: nn.Module, *, output: str = "labels", label_dtype:
                        height: Optional[int] = None, width: Optional[int] = None, dynamic: bool = False,
                        fuse: bool = True) -> nn.Module:
     """An eval-mode copy set to `output`, with the exact inference rewrites applied."""
-    from .models.fuse import bake_pos_embed, fuse_for_inference, static_adaptive_pool
+    from .fuse import bake_pos_embed, fuse_for_inference, static_adaptive_pool
 
     m = fuse_for_inference(model) if fuse else copy.deepcopy(model).eval()
     m.set_output(output, label_dtype)  # type: ignore[operator]
@@ -355,7 +353,7 @@ def export_model(model: nn.Module, out: "str | os.PathLike[str]" = "models/build
                                       dynamic=dynamic, input_name=input_name, output_name=output_name,
                                       meta_json=json.dumps(meta), data_name=final["onnx"].name + ".data")
             if trt_check:
-                from .engine.trt_ops import check_onnx_for_tensorrt
+                from ..engine.trt_ops import check_onnx_for_tensorrt
 
                 for problem in check_onnx_for_tensorrt(onnx_model):
                     msg = f"TensorRT compatibility: {problem}"
@@ -411,100 +409,3 @@ def sha256_file(path: "str | os.PathLike[str]") -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-
-PROG = "pvtseg export"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Export a segmentor to ONNX / TorchScript + sidecar, "
-                                                       "with a parity self-check against PyTorch.")
-    p.add_argument("--model", required=True, help="registered segmentor, e.g. pvt_v2_b0_segformer")
-    p.add_argument("--checkpoint", help="weights (any format pvtseg reads); omitted: random weights (testing only)")
-    p.add_argument("--num-classes", type=int, help="classes (default: the sidecar's, else 11 = CamVid)")
-    p.add_argument("--height", type=int, help="input height, multiple of 32 (default: sidecar's, else 384)")
-    p.add_argument("--width", type=int, help="input width, multiple of 32 (default: sidecar's, else 480)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--dynamic", action="store_true", help="dynamic batch/height/width where the model allows")
-    p.add_argument("--output", choices=("labels", "logits", "logits_4x"), default="labels")
-    p.add_argument("--label-dtype", choices=("uint8", "int32"), default="uint8")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--formats", default="onnx,torchscript", help="comma list of: onnx, torchscript")
-    p.add_argument("--out", required=True, help="output base path, e.g. models/build/camvid_b0 (no suffix)")
-    p.add_argument("--sidecar", "--meta", dest="sidecar",
-                   help="JSON sidecar to copy class names, palette, mean/std (and defaults) from")
-    p.add_argument("--no-fuse", action="store_true", help="skip the exact inference rewrites (models/fuse.py)")
-    p.add_argument("--no-verify", action="store_true", help="skip the parity self-check (not recommended)")
-    p.add_argument("--sample-image", help="image for the real-frame check (default: a CamVid val frame)")
-    return p
-
-
-def _fail(msg: str) -> int:
-    print(f"{PROG}: error: {msg}", file=sys.stderr)
-    return 2
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        return _fail(f"--formats {args.formats!r}: choose from {', '.join(FORMATS)} (comma separated)")
-    src: Dict[str, Any] = {}
-    if args.sidecar:
-        try:
-            src = meta_mod.read(args.sidecar)
-        except PvtsegError as e:
-            return _fail(str(e))
-    inp = src.get("input", {})
-    def pick(arg: Optional[int], key: str, default: int) -> int:
-        return arg if arg is not None else int(inp.get(key) or src.get(key) or default)
-
-    height, width = pick(args.height, "height", 384), pick(args.width, "width", 480)
-    num_classes = pick(args.num_classes, "num_classes", camvid.NUM_CLASSES)
-    if num_classes < 1:
-        return _fail(f"--num-classes {num_classes}: must be >= 1")
-    if height % 32 or width % 32 or height <= 0 or width <= 0:
-        return _fail(f"--height {height} --width {width}: both must be positive multiples of 32 "
-                     f"(e.g. {max(32, round(height / 32) * 32)}x{max(32, round(width / 32) * 32)})")
-    if args.batch < 1:
-        return _fail(f"--batch {args.batch}: must be >= 1")
-    if src and src.get("num_classes") not in (None, num_classes):
-        return _fail(f"--num-classes {num_classes} but the sidecar {args.sidecar} lists {src['num_classes']} classes")
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        return _fail(f"checkpoint {args.checkpoint} does not exist")
-    try:
-        from .models import create_model, model_kind
-
-        if model_kind(args.model) != "segmentor":
-            return _fail(f"{args.model} is a classifier; export a segmentor such as {args.model}_segformer "
-                         f"or {args.model}_fpn")
-        model = create_model(args.model, num_classes=num_classes)
-        sha = None
-        if args.checkpoint:
-            from .models import load_checkpoint
-
-            try:
-                load_checkpoint(model, args.checkpoint, strict=True)
-            except NotImplementedError:
-                return _fail("checkpoint loading is not available in this pvtseg build (models/checkpoints.py)")
-            sha = sha256_file(args.checkpoint)
-        else:
-            print(f"{PROG}: warning: no --checkpoint: exporting RANDOM weights (for testing the pipeline only)",
-                  file=sys.stderr)
-        export_model(model, args.out, arch=args.model, height=height, width=width, formats=formats,
-                     output=args.output, label_dtype=args.label_dtype, batch=args.batch, dynamic=args.dynamic,
-                     opset=args.opset, class_names=src.get("class_names"), palette=src.get("palette"),
-                     mean=inp.get("mean"), std=inp.get("std"), checkpoint_sha256=sha,
-                     verify=not args.no_verify, sample_image=args.sample_image, fuse=not args.no_fuse)
-    except PvtsegError as e:
-        return _fail(str(e))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .camvid import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
-from .errors import CheckpointError, CheckpointNotFoundError, PvtsegError
-from .io_utils import atomic_path, atomic_write_text
+from ..models.camvid import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from ..errors import CheckpointError, CheckpointNotFoundError, PvtsegError
+from ..io_utils import atomic_path, atomic_write_text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,7 +72,7 @@ def metrics_from_confusion(cm: np.ndarray, class_names: Optional[Sequence[str]] 
 
 
 def _to_input(rgb: np.ndarray, size: Tuple[int, int]) -> torch.Tensor:
-    from .data import normalize, resize_image
+    from .datasets import normalize, resize_image
 
     return torch.from_numpy(normalize(resize_image(rgb, size)))
 
@@ -266,9 +266,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import meta as meta_mod
-    from .data import DEFAULT_CACHE, find_camvid, load_split
-    from .models import create_model
+    from .. import meta as meta_mod
+    from .datasets import DEFAULT_CACHE, find_camvid, load_split
+    from ..models import create_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """Regenerate the sample clip: the CamVid test frames of one sequence, in name order, as mp4v.
 
-    python -m pvtseg.tools.make_clip [--data ../shared/data/camvid] \
+    python -m pvtseg.training.make_clip [--data ../shared/data/camvid] \
         [--out models/samples/camvid_seq05vd.mp4] [--prefix Seq05VD] [--fps 6] [--max-frames 100]
 """
 
@@ -10,12 +10,12 @@ import argparse
 import sys
 from typing import List, Optional
 
-from ..data import PROJECT_ROOT, make_clip
+from .datasets import PROJECT_ROOT, make_clip
 from ..errors import PvtsegError
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pvtseg.tools.make_clip", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m pvtseg.training.make_clip", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=None, help="CamVid folder (default ../shared/data/camvid)")
     ap.add_argument("--out", default=str(PROJECT_ROOT / "models" / "samples" / "camvid_seq05vd.mp4"))
     ap.add_argument("--prefix", default="Seq05VD", help="sequence id the frame names start with")

@@ -21,12 +21,12 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .camvid import IGNORE_INDEX, MEAN, NUM_CLASSES, STD
-from .errors import DataError
-from .io_utils import atomic_path
+from ..models.camvid import IGNORE_INDEX, MEAN, NUM_CLASSES, STD
+from ..errors import DataError
+from ..io_utils import atomic_path
 
 SPLITS = ("train", "val", "test")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "camvid"
 DEFAULT_CACHE = PROJECT_ROOT / "runs" / "cache"
 

@@ -11,13 +11,13 @@ import sys
 from typing import List, Optional
 
 COMMANDS = {
-    "models": ("pvtseg.models.__main__", "list registered models with params and GFLOPs"),
-    "export": ("pvtseg.export", "export TorchScript / ONNX + sidecar, with a parity self-check"),
+    "models": ("pvtseg.apps.list_models", "list registered models with params and GFLOPs"),
+    "export": ("pvtseg.export.cli", "export TorchScript / ONNX + sidecar, with a parity self-check"),
     "build-engine": ("pvtseg.engine.cli", "build a TensorRT engine from an exported ONNX"),
-    "demo": ("pvtseg.demo", "live segmentation on a camera / video / stream"),
-    "bench": ("pvtseg.bench", "benchmark backends against a reference in the same run"),
-    "train": ("pvtseg.train", "train a segmentor on CamVid"),
-    "eval": ("pvtseg.evaluate", "mIoU / per-class IoU / confusion matrix on a dataset split"),
+    "demo": ("pvtseg.apps.demo", "live segmentation on a camera / video / stream"),
+    "bench": ("pvtseg.apps.bench", "benchmark backends against a reference in the same run"),
+    "train": ("pvtseg.training.train", "train a segmentor on CamVid"),
+    "eval": ("pvtseg.training.evaluate", "mIoU / per-class IoU / confusion matrix on a dataset split"),
 }
 
 

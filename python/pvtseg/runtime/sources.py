@@ -10,7 +10,7 @@ Capture runs on its own thread. Live sources keep only the newest frame (older o
 dropped and counted), so a slow consumer always sees the latest image: latency stays one
 frame. Files are read frame by frame through a small bounded queue: nothing is dropped,
 and decoding overlaps inference. A live source that stops delivering is reopened with
-exponential backoff (logged on the `pvtseg.sources` logger); a file ends cleanly (or loops
+exponential backoff (logged on the `pvtseg.runtime.sources` logger); a file ends cleanly (or loops
 with `loop=True`). A source that cannot be opened raises SourceError.
 
 The capture object is made by a factory (`capture_factory(spec) -> VideoCapture-like`), so
@@ -31,9 +31,9 @@ from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 
-from .errors import SourceError
+from ..errors import SourceError
 
-log = logging.getLogger("pvtseg.sources")
+log = logging.getLogger("pvtseg.runtime.sources")
 
 _STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 

@@ -1,6 +1,6 @@
 """Turn a training checkpoint into the shipped weights + sidecar.
 
-    python -m pvtseg.tools.ship_model --checkpoint runs/b0/best.pth \
+    python -m pvtseg.training.ship_model --checkpoint runs/b0/best.pth \
         --out models/camvid_pvt_v2_b0_segformer.pth [--size 384 480] [--raw]
 
 Writes a weights-only state dict in pvtseg's own keys (the EMA weights when the run kept
@@ -22,7 +22,7 @@ from typing import List, Optional
 import torch
 
 from .. import meta as meta_mod
-from ..camvid import CLASS_NAMES, MEAN, NUM_CLASSES, PALETTE, STD
+from ..models.camvid import CLASS_NAMES, MEAN, NUM_CLASSES, PALETTE, STD
 from ..errors import CheckpointError, PvtsegError
 from ..io_utils import atomic_write_bytes
 
@@ -57,7 +57,7 @@ def ship(checkpoint: str | Path, out: str | Path, size: tuple[int, int] = (384, 
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pvtseg.tools.ship_model", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m pvtseg.training.ship_model", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--size", type=int, nargs=2, default=[384, 480], metavar=("H", "W"))

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .heads import ConvBNReLU, SegFormerHead
+from ..models.heads import ConvBNReLU, SegFormerHead
 
 
 def _bn_scale_shift(bn: nn.BatchNorm2d) -> Tuple[Tensor, Tensor]:
@@ -141,7 +141,7 @@ def static_adaptive_pool(model: nn.Module) -> nn.Module:
 def bake_pos_embed(model: nn.Module, height: int, width: int) -> nn.Module:
     """In place: resample every PVT v1 stage's position embedding to the grid of a
     `height` x `width` input, so the forward takes the no-interpolation path."""
-    from .pvt_v1 import PVTv1Stage
+    from ..models.pvt_v1 import PVTv1Stage
 
     stride = 4
     for mod in model.modules():

@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import PvtsegError
+from ..errors import PvtsegError
 
 PROG = "pvtseg bench"
 SUFFIXES = {"onnxruntime": ".onnx", "torchscript": ".ts", "tensorrt": ".engine"}
@@ -100,7 +100,7 @@ def rss_mb() -> float:
 def camvid_dir() -> Optional[Path]:
     env = os.environ.get("PVTSEG_CAMVID")
     cands = [Path(env)] if env else []
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     cands += [root.parent / "shared" / "data" / "camvid", Path.cwd().parent / "shared" / "data" / "camvid"]
     for c in cands:
         if (c / "test" / "images").is_dir():
@@ -303,8 +303,8 @@ def bench_loop_overhead(seg: Any, video: Path, n: int, warmup: int, rounds: int 
     import cv2
 
     from .demo import run_loop
-    from .runtime import Visualizer
-    from .sources import FrameSource
+    from ..runtime import Visualizer
+    from ..runtime.sources import FrameSource
 
     cap = cv2.VideoCapture(str(video))
     frames: List[np.ndarray] = []
@@ -352,8 +352,8 @@ def bench_loop_overhead(seg: Any, video: Path, n: int, warmup: int, rounds: int 
 def bench_memory(seg: Any, video: Path, n: int) -> Dict[str, Any]:
     """RSS over n frames of a looped file through the demo loop (render included)."""
     from .demo import run_loop
-    from .runtime import Visualizer
-    from .sources import FrameSource
+    from ..runtime import Visualizer
+    from ..runtime.sources import FrameSource
 
     vis = Visualizer(seg.meta)
     samples: List[Tuple[int, float]] = [(0, rss_mb())]
@@ -435,7 +435,7 @@ def write_plot(path: Path, rows: List[Dict[str, Any]], ref: Optional[Dict[str, A
     """Horizontal bar chart of p50 total ms (stacked pre / infer / post) with OpenCV."""
     import cv2
 
-    from .io_utils import atomic_write_bytes
+    from ..io_utils import atomic_write_bytes
 
     entries = [(r["label"], r["pre"]["p50"], r["infer"]["p50"], r["post"]["p50"], r["fps"]) for r in rows]
     if ref is not None:
@@ -531,7 +531,7 @@ def _variants(fam: Dict[str, Path], wanted: Optional[List[str]], device: str, fp
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runtime import Segmenter
+    from ..runtime import Segmenter
 
     log = lambda s: print(s, flush=True)  # noqa: E731
     models = [m.strip() for m in args.model.split(",") if m.strip()] if args.model else [None]
@@ -645,12 +645,12 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         tmpdir.cleanup()
     if args.json:
-        from .io_utils import atomic_write_text
+        from ..io_utils import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
     if args.markdown:
-        from .io_utils import atomic_write_text
+        from ..io_utils import atomic_write_text
 
         atomic_write_text(args.markdown, format_markdown(result))
         print(f"wrote {args.markdown}")
@@ -668,7 +668,7 @@ def _loadavg() -> float:
 
 
 def _output_tag(path: Path) -> str:
-    from . import meta as meta_mod
+    from .. import meta as meta_mod
 
     try:
         out = meta_mod.read(path)["output"]

@@ -1,4 +1,4 @@
-"""`pvtseg models` / `python -m pvtseg.models --list`: every registered model with its
+"""`pvtseg models`: every registered model with its
 parameter count and GFLOPs (multiply-accumulates, as in the PVT / SegFormer papers) at 512x512.
 
 Counting builds each model on the meta device (no memory, no arithmetic; see complexity.py).
@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _fingerprint() -> str:
     h = hashlib.sha1(torch.__version__.encode())
-    for f in sorted(Path(__file__).parent.glob("*.py")):
+    for f in sorted((Path(__file__).resolve().parents[1] / 'models').glob("*.py")):
         h.update(f.name.encode())
         h.update(f.read_bytes())
     return h.hexdigest()
@@ -65,7 +65,7 @@ def _save_cache(fingerprint: str, entries: Dict[str, dict]) -> None:
 
 
 def _print_weights() -> int:
-    from .zoo import WEIGHTS
+    from ..models.zoo import WEIGHTS
 
     print(f"{'model':<16} {'file':<18} {'size':>9} {'top-1':>6}  url")
     for w in WEIGHTS.values():
@@ -81,9 +81,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.weights:
         return _print_weights()
-    from .complexity import model_complexity
-    from .registry import list_models
-    from .zoo import weights_for
+    from ..models.complexity import model_complexity
+    from ..models.registry import list_models
+    from ..models.zoo import weights_for
 
     size = (args.size[0], args.size[-1]) if len(args.size) <= 2 else None
     if size is None or min(size) <= 0:

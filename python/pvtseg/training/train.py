@@ -37,9 +37,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .camvid import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
-from .errors import CheckpointError, PvtsegError
-from .io_utils import atomic_path
+from ..models.camvid import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from ..errors import CheckpointError, PvtsegError
+from ..io_utils import atomic_path
 
 # ---------------------------------------------------------------------------------------------
 # schedule, loss, EMA
@@ -238,8 +238,8 @@ def load_training_checkpoint(path: Path) -> Dict[str, Any]:
 
 class Trainer:
     def __init__(self, args: argparse.Namespace):
-        from .data import DEFAULT_CACHE, CamVidTrain, TrainTransform, balanced_weights, find_camvid, load_split
-        from .models import create_model
+        from .datasets import DEFAULT_CACHE, CamVidTrain, TrainTransform, balanced_weights, find_camvid, load_split
+        from ..models import create_model
 
         self.args = a = args
         if a.threads:
@@ -361,7 +361,7 @@ class Trainer:
         """Start from given weights with a fresh optimizer and schedule (fine-tuning, or a new LR
         cycle after a finished run). A pvtseg training checkpoint gives its EMA weights when it has
         them; any other format goes through load_checkpoint (ImageNet backbones included)."""
-        from .models.checkpoints import load_checkpoint, read_checkpoint
+        from ..models.checkpoints import load_checkpoint, read_checkpoint
 
         if not path.is_file():
             raise CheckpointError(f"--init-from: no file {path}.")

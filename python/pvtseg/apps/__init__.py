@@ -1,0 +1,1 @@
+"""Apps: thin programs on top of the runtime (cli, demo, bench; list_models for `pvtseg models`)."""

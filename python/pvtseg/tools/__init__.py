@@ -1,1 +1,0 @@
-"""Small maintenance scripts (python -m pvtseg.tools.<name>)."""

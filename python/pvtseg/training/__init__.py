@@ -1,0 +1,1 @@
+"""Training: datasets, the trainer (`pvtseg train`) and evaluation (`pvtseg eval`)."""
