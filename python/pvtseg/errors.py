@@ -16,6 +16,10 @@ class ModelNotFoundError(PvtsegError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ConfigError(PvtsegError, ValueError):
+    """A model, layer or option was given a value it cannot take (a programming-time mistake)."""
+
+
 class InputShapeError(PvtsegError, ValueError):
     """An input tensor or frame has a shape the model cannot take."""
 
@@ -30,6 +34,10 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 class MetaError(PvtsegError, ValueError):
     """A sidecar JSON file is missing, unreadable or does not match the schema."""
+
+
+class ArtifactMismatchError(MetaError):
+    """An artifact's graph / engine does not match its sidecar (names, shapes, dtypes, classes)."""
 
 
 class ExportError(PvtsegError, RuntimeError):
@@ -62,3 +70,15 @@ class DeviceError(PvtsegError, ValueError):
 
 class UnknownArtifactError(PvtsegError, ValueError):
     """The artifact's extension names no backend, or the backend name is unknown."""
+
+
+class QuantizationError(PvtsegError, ValueError):
+    """An ONNX graph, calibration set or quantization policy cannot give a valid Q/DQ INT8 model."""
+
+
+class AccuracyGateError(QuantizationError):
+    """The INT8 model lost more mIoU than --max-drop allows; nothing was written."""
+
+
+class RosError(PvtsegError, RuntimeError):
+    """ROS 2 (rclpy / a middleware) is not usable here, or a node parameter is invalid."""

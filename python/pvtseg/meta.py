@@ -9,6 +9,7 @@ float32 in [0, 1] -> (x - mean) / std -> NCHW. `mean`/`std` are per RGB channel 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -132,9 +133,10 @@ def validate(meta: Any, where: str = "sidecar") -> dict[str, Any]:
                  f"input.{key} must be a positive multiple of 32, got {v!r}")
     for key in ("mean", "std"):
         v = inp[key]
-        _require(isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v), where,
-                 f"input.{key} must be 3 numbers")
-    _require(all(s > 0 for s in inp["std"]), where, "input.std must be positive")
+        _require(isinstance(v, list) and len(v) == 3
+                 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v),
+                 where, f"input.{key} must be 3 finite numbers, got {v!r}")
+    _require(all(s > 0 for s in inp["std"]), where, f"input.std must be positive, got {inp['std']!r}")
     _require(inp["layout"] == "NCHW", where, "input.layout must be NCHW")
     _require(inp["channel_order"] in ("RGB", "BGR"), where, "input.channel_order must be RGB or BGR")
     dyn = inp.get("dynamic")

@@ -28,11 +28,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ConfigError, ExportError
 from ..models.heads import ConvBNReLU, SegFormerHead
 
 
 def _bn_scale_shift(bn: nn.BatchNorm2d) -> Tuple[Tensor, Tensor]:
-    assert bn.running_var is not None and bn.running_mean is not None
+    if bn.running_var is None or bn.running_mean is None:
+        raise ExportError("BatchNorm without running statistics cannot be folded; export with --no-fuse")
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1.0 / torch.sqrt(bn.running_var + bn.eps)
     shift = -bn.running_mean * scale
     if bn.affine:
@@ -66,7 +68,7 @@ class FusedSegFormerHead(nn.Module):
         n = len(head.linear_c)
         fuse_w = head.linear_fuse.conv.weight[:, :, 0, 0]  # (E, n*E), concat order is coarsest first
         if head.linear_fuse.conv.bias is not None:
-            raise ValueError("linear_fuse with a conv bias is not the SegFormer layout")
+            raise ExportError("linear_fuse with a conv bias is not the SegFormer layout")
         scale, shift = _bn_scale_shift(head.linear_fuse.bn)
         embed = fuse_w.shape[0]
         self.proj = nn.ModuleList()
@@ -80,9 +82,7 @@ class FusedSegFormerHead(nn.Module):
             total_bias = total_bias + scale * (block @ lin.proj.bias)
             self.proj.append(conv)
         with torch.no_grad():
-            bias0 = self.proj[0].bias
-            assert bias0 is not None
-            bias0.copy_(total_bias)
+            self.proj[0].bias.copy_(total_bias)  # proj[0] is built with bias=True above
         self.linear_pred = copy.deepcopy(head.linear_pred)
 
     def forward(self, feats: List[Tensor]) -> Tensor:
@@ -170,7 +170,7 @@ def fuse_for_inference(model: nn.Module, height: Optional[int] = None, width: Op
     """An eval-mode copy with the exact rewrites above applied (the input is untouched)."""
     out = copy.deepcopy(model).eval()
     if isinstance(out, (SegFormerHead, ConvBNReLU)):
-        raise TypeError("fuse_for_inference takes a model that contains heads, not a head itself")
+        raise ConfigError("fuse_for_inference takes a model that contains heads, not a head itself")
     _replace(out)
     if height is not None and width is not None:
         bake_pos_embed(out, height, width)

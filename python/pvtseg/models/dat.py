@@ -48,6 +48,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ConfigError
 from .layers import DropPath, check_input, pyramid_feature_info
 from .registry import register_configs
 from .segmentor import register_segmentors
@@ -250,7 +251,7 @@ class DATStage(nn.Module):
             elif kind == "D":
                 attn = DAttention(dim, heads, groups, offset_range_factor, kernel, table_size, use_pe, use_gather)
             else:
-                raise ValueError(f"stage spec {kind!r} is not one of L, S, D")
+                raise ConfigError(f"stage spec {kind!r} is not one of L, S, D")
             blocks.append(DATBlock(attn, dim, expansion, drop_path[j]))
         self.blocks = nn.ModuleList(blocks)
         # The official model's down_projs[i] (2x2/2 conv + LayerNorm), owned by the stage before it.
@@ -279,7 +280,7 @@ class DAT(nn.Module):
                  in_chans: int = 3, drop_path_rate: float = 0.0, sampler: str = "grid_sample"):
         super().__init__()
         if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+            raise ConfigError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         self.num_classes = num_classes
         dims = list(dims)
         self.patch_proj = nn.Sequential(nn.Conv2d(in_chans, dims[0], patch_size, patch_size), LayerNormProxy(dims[0]))
@@ -290,7 +291,7 @@ class DAT(nn.Module):
         for i in range(4):
             spec = list(stage_spec[i])
             if len(spec) != depths[i]:
-                raise ValueError(f"stage {i}: stage_spec {spec} has {len(spec)} entries, depth is {depths[i]}")
+                raise ConfigError(f"stage {i}: stage_spec {spec} has {len(spec)} entries, depth is {depths[i]}")
             stages.append(DATStage(dims[i], spec, heads[i], window_size, groups[i], bool(use_pes[i]),
                                    float(offset_range_factor[i]), ksizes[i], fmap, expansion,
                                    rates[sum(depths[:i]):sum(depths[:i + 1])], sampler == "gather",
@@ -322,7 +323,7 @@ def set_sampler(model: nn.Module, sampler: str) -> nn.Module:
     """Switch every deformable-attention block of `model` (a DAT or a segmentor on one) to
     "grid_sample" or "gather" sampling. Returns the model."""
     if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        raise ConfigError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     for m in model.modules():
         if isinstance(m, DAttention):
             m.use_gather = sampler == "gather"

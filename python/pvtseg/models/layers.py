@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import InputShapeError
+from ..errors import ConfigError, InputShapeError
 
 
 class DropPath(nn.Module):
@@ -79,7 +79,7 @@ class SpatialReductionAttention(nn.Module):
                  linear: bool = False, norm_eps: float = 1e-6, attn_drop: float = 0.0, proj_drop: float = 0.0):
         super().__init__()
         if dim % num_heads != 0:
-            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+            raise ConfigError(f"dim {dim} must be divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.attn_drop = float(attn_drop)

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ConfigError
 from .layers import check_input, pyramid_feature_info
 from .registry import register_configs
 from .segmentor import register_segmentors
@@ -78,7 +79,7 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         if dim % num_heads != 0:
-            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+            raise ConfigError(f"dim {dim} must be divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.scale = float((dim // num_heads) ** -0.5)
         self.qkv = nn.Linear(dim, 3 * dim)

@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..errors import ConfigError
 from .layers import DropPath, Mlp, check_input, pyramid_feature_info, stochastic_depth_rates
 from .registry import register_configs
 from .segmentor import register_segmentors
@@ -169,7 +170,7 @@ class MSwinTransformer(nn.Module):
         layers = []
         for i in range(4):
             if dims[i] != dims[0] * 2 ** i:
-                raise ValueError(f"embed_dims must double per stage (patch merging), got {dims}")
+                raise ConfigError(f"embed_dims must double per stage (patch merging), got {dims}")
             heads = [max(1, dims[i] // d) for d in dim_heads]
             layers.append(MSwinStage(dims[i], depths[i], heads, dim_heads, windows, mlp_ratio, dpr[i], i < 3,
                                      norm_eps))

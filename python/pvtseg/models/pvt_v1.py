@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ConfigError
 from .layers import Block, check_input, init_weights, pyramid_feature_info, stochastic_depth_rates, tokens_to_nchw
 from .registry import register_configs
 
@@ -92,7 +93,7 @@ class PyramidVisionTransformerV1(nn.Module):
                  patch_norm_eps: float = 1e-5, sr_norm_eps: float = 1e-5, dense_only: bool = False):
         super().__init__()
         if pos_interp not in ("bilinear", "bicubic"):
-            raise ValueError(f"pos_interp must be 'bilinear' or 'bicubic', got {pos_interp!r}")
+            raise ConfigError(f"pos_interp must be 'bilinear' or 'bicubic', got {pos_interp!r}")
         self.embed_dims = list(embed_dims)
         self.num_classes = num_classes
         dpr = stochastic_depth_rates(list(depths), drop_path_rate)

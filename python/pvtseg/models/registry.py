@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch.nn as nn
 
-from ..errors import ModelNotFoundError
+from ..errors import ConfigError, ModelNotFoundError
 
 _REGISTRY: Dict[str, Callable[..., nn.Module]] = {}
 _KIND: Dict[str, str] = {}  # name -> "classifier" | "segmentor"
@@ -25,7 +25,7 @@ def register_model(name: str, kind: str = "classifier") -> Callable:
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
-            raise ValueError(f"model {name!r} registered twice")
+            raise ConfigError(f"model {name!r} registered twice")
         _REGISTRY[name] = fn
         _KIND[name] = kind
         return fn

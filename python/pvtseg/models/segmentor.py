@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ConfigError
 from . import pvt_v1, pvt_v2
 from .heads import SegFormerHead, SemanticFPN
 from .registry import register_model
@@ -38,9 +39,9 @@ class Segmentor(nn.Module):
 
     def set_output(self, output: str, label_dtype: str = "uint8") -> "Segmentor":
         if output not in OUTPUTS:
-            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+            raise ConfigError(f"output must be one of {OUTPUTS}, got {output!r}")
         if label_dtype not in _LABEL_DTYPES:
-            raise ValueError(f"label_dtype must be one of {tuple(_LABEL_DTYPES)}, got {label_dtype!r}")
+            raise ConfigError(f"label_dtype must be one of {tuple(_LABEL_DTYPES)}, got {label_dtype!r}")
         self.output = output
         self.label_dtype = _LABEL_DTYPES[label_dtype]
         return self

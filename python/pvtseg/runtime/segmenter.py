@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from .. import meta as meta_mod
-from ..errors import FrameError, MetaError
+from ..errors import ArtifactMismatchError, ConfigError, FrameError, MetaError
 from .backends import Backend, backend_for, backend_class
 
 # Plain INTER_NEAREST: bit-identical across OpenCV builds (pip wheel, Debian, JetPack), so the
@@ -139,7 +139,7 @@ class Segmenter:
                             "or build an engine with `pvtseg build-engine`.")
         self.meta: Dict[str, Any] = meta_mod.read(self.path)
         if logits_upsample not in ("bilinear", "nearest"):
-            raise ValueError("logits_upsample must be 'bilinear' or 'nearest'")
+            raise ConfigError("logits_upsample must be 'bilinear' or 'nearest'")
         self.logits_upsample = logits_upsample
         inp, out = self.meta["input"], self.meta["output"]
         self.input_size: Tuple[int, int] = (int(inp["height"]), int(inp["width"]))
@@ -156,6 +156,10 @@ class Segmenter:
         self._bias = (-mean / std).astype(np.float32)
         h, w = self.input_size
         self._batch = np.empty((1, 3, h, w), np.float32)
+        if int(self.meta.get("batch", 1)) != 1 and "batch" not in (inp.get("dynamic") or {}):
+            raise ArtifactMismatchError(
+                f"{self.path}: the artifact takes a batch of {self.meta['batch']} frames; the Segmenter runs one "
+                "frame per call. Export with --batch 1 (or --dynamic) for the runtime.")
         self.backend_name = backend_for(self.path)
         self.backend: Backend = backend_class(self.backend_name)(self.path, self.meta, device, **backend_options)
         self.device = self.backend.device

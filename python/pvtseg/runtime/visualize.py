@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from ..errors import ConfigError
 
 MODES = ("overlay", "mask", "side-by-side")
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -138,7 +139,7 @@ class Visualizer:
         self.alpha = alpha
         self.legend = legend
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
         self._legend_cache: Dict[Tuple[Tuple[int, ...], int], np.ndarray] = {}
 

@@ -13,14 +13,15 @@ inter-op thread, sequential execution, memory-pattern planning on.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ...errors import PvtsegError
-from ...errors import DeviceError
+from ...errors import DeviceError, PvtsegError
+from ..io_check import TensorSpec, check_io, normalize_dims
 from .base import Backend
 
 
@@ -30,6 +31,15 @@ def cpu_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+# ONNX Runtime's type strings -> numpy dtype names
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
+              "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(int8)": "int8"}
+
+
+def _spec(arg: Any) -> TensorSpec:
+    return TensorSpec(arg.name, normalize_dims(arg.shape), _ORT_TYPES.get(arg.type, arg.type))
 
 
 class OnnxRuntimeBackend(Backend):
@@ -66,14 +76,17 @@ class OnnxRuntimeBackend(Backend):
         except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph types
             raise PvtsegError(f"{path}: ONNX Runtime cannot load this model ({e}). Re-export it with "
                               "`pvtseg export` (opset >= 17).") from e
-        inputs = self.session.get_inputs()
-        outputs = self.session.get_outputs()
-        if len(inputs) != 1:
-            raise PvtsegError(f"{path}: expected one input, the graph has {len(inputs)}. Re-export with `pvtseg export`.")
-        names = [o.name for o in outputs]
-        self.input_name = inputs[0].name
-        self.output_name = self.output_name if self.output_name in names else names[0]
+        check_io(str(path), meta, [_spec(i) for i in self.session.get_inputs()],
+                 [_spec(o) for o in self.session.get_outputs()], graph_meta=self._embedded_meta())
         self._out_names: List[str] = [self.output_name]
+
+    def _embedded_meta(self) -> Optional[Dict[str, Any]]:
+        """The sidecar `pvtseg export` stores in the ONNX metadata (key "pvtseg"), if any."""
+        text = self.session.get_modelmeta().custom_metadata_map.get("pvtseg")
+        try:
+            return json.loads(text) if text else None
+        except ValueError:
+            return None
 
     def _pick_providers(self, available: List[str]) -> List[Any]:
         if self.device_type == "cuda":

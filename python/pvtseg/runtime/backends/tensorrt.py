@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ...errors import EngineError
+from ..io_check import TensorSpec, check_io, normalize_dims
 from .base import Backend
 
 try:  # TensorRT is imported here only: this module is loaded only for `.engine` files.
@@ -117,53 +118,59 @@ class TensorRTBackend(Backend):
         if not ok:
             raise EngineError(f"{path}: cannot run a TensorRT engine: {why}. On Jetson, TensorRT comes with "
                               "JetPack; elsewhere use the .onnx or .ts artifact instead.")
-        assert trt is not None
         self._bindings: List[_Binding] = []
         self._stream: Any = None
         self._check_build_target(meta)
         _check(cudart.cudaSetDevice(self.device_index), "cudaSetDevice")
+        self.engine, self.context = self._load(Path(path))
+        self._stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        inputs, outputs = self._io_specs()
+        check_io(str(path), meta, inputs, outputs)
+        self._bind_all(inputs[0], [o.name for o in outputs])
+
+    def _load(self, path: Path) -> Tuple["trt.ICudaEngine", "trt.IExecutionContext"]:
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        data = Path(path).read_bytes()
-        engine = self.runtime.deserialize_cuda_engine(data)
+        engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise EngineError(f"{path}: TensorRT {trt.__version__} could not deserialize this engine "
                               f"(built for another TensorRT version or GPU, or the file is damaged). {REBUILD_HINT}")
-        self.engine = engine
         context = engine.create_execution_context()
         if context is None:
             raise EngineError(f"{path}: could not create an execution context (out of GPU memory?).")
-        self.context = context
-        self._stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        inp = meta["input"]
-        inputs: List[str] = []
-        outputs: List[str] = []
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(name)
-        if len(inputs) != 1 or not outputs:
-            raise EngineError(f"{path}: expected 1 input and >= 1 output, found {inputs} / {outputs}. {REBUILD_HINT}")
-        self.input_name = inputs[0]
-        self.output_name = self.output_name if self.output_name in outputs else outputs[0]
-        in_shape = (1, 3, int(inp["height"]), int(inp["width"]))
-        if any(d < 0 for d in _dims(engine.get_tensor_shape(self.input_name))):
-            if not self.context.set_input_shape(self.input_name, in_shape):
-                raise EngineError(f"{path}: the engine's optimisation profile does not admit input {in_shape}. {REBUILD_HINT}")
-        for name in [self.input_name] + outputs:
-            is_input = name == self.input_name
+        return engine, context
+
+    def _io_specs(self) -> Tuple[List[TensorSpec], List[TensorSpec]]:
+        """Every I/O tensor of the engine as declared (dynamic axes as None)."""
+        inputs: List[TensorSpec] = []
+        outputs: List[TensorSpec] = []
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            spec = TensorSpec(name, normalize_dims(_dims(self.engine.get_tensor_shape(name))),
+                              np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))).name)
+            (inputs if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(spec)
+        return inputs, outputs
+
+    def _bind_all(self, inp: TensorSpec, outputs: List[str]) -> None:
+        """Resolve the input shape, then give EVERY I/O tensor a buffer (enqueue needs all bound)."""
+        h, w = int(self.meta["input"]["height"]), int(self.meta["input"]["width"])
+        in_shape = (1, 3, h, w)
+        if any(d is None for d in inp.shape) and not self.context.set_input_shape(inp.name, in_shape):
+            raise EngineError(f"{self.path}: the engine's optimisation profile does not admit input {in_shape}. "
+                              f"{REBUILD_HINT}")
+        for name in [inp.name] + outputs:
+            is_input = name == inp.name
             shape = in_shape if is_input else _dims(self.context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
-                raise EngineError(f"{path}: output {name} has an unresolved shape {shape}. {REBUILD_HINT}")
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            b = _Binding(name, is_input, dtype, shape)
+                raise EngineError(f"{self.path}: output {name} has an unresolved shape {shape}. {REBUILD_HINT}")
+            b = _Binding(name, is_input, np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))), shape)
             self._bindings.append(b)
             if not self.context.set_tensor_address(name, b.device):
-                raise EngineError(f"{path}: set_tensor_address({name}) failed.")
+                raise EngineError(f"{self.path}: set_tensor_address({name}) failed.")
         self._in = self._bindings[0]
         self._out = next(b for b in self._bindings if b.name == self.output_name)
 
     def _check_build_target(self, meta: Dict[str, Any]) -> None:
-        assert trt is not None
         built_trt = meta.get("tensorrt_version")
         if built_trt and _version_key(built_trt) != _version_key(trt.__version__):
             raise EngineError(f"{self.path}: built with TensorRT {built_trt}, this machine has {trt.__version__}; "

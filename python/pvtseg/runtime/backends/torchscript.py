@@ -13,8 +13,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ...errors import PvtsegError
-from ...errors import DeviceError
+from ...errors import DeviceError, PvtsegError
+from ..io_check import TensorSpec, check_io, expected_input
 from .base import Backend
 
 
@@ -53,6 +53,22 @@ class TorchScriptBackend(Backend):
         self._static_in: Any = None
         self._static_out: Any = None
         self._pinned: Any = None
+        self._check_against_sidecar()
+
+    def _check_against_sidecar(self) -> None:
+        """A TorchScript file declares no I/O types: run one zero frame and look at what comes out."""
+        shape = tuple(1 if d is None else d for d in expected_input(self.meta).shape)
+        try:
+            out = self.infer(np.zeros(shape, np.float32))
+        except Exception as e:  # the module's own error (wrong input size, ...) says what it wanted
+            raise PvtsegError(f"{self.path}: a {shape} input fails in this TorchScript module ({e}); "
+                              "the sidecar's input size does not fit it. Re-export with `pvtseg export`.") from e
+        inp = TensorSpec(self.input_name, shape, "float32")
+        # fp16=True is this backend's own conversion: half logits stand for the float32 the sidecar names.
+        dtype = "float32" if self.fp16 and out.dtype == np.float16 else out.dtype.name
+        classes = getattr(self.module, "num_classes", None)  # kept through freeze by `pvtseg export`
+        check_io(str(self.path), self.meta, [inp], [TensorSpec(self.output_name, tuple(out.shape), dtype)],
+                 graph_meta={"num_classes": classes} if isinstance(classes, int) else None)
 
     def _capture(self, shape: tuple) -> None:
         torch = self._torch
