@@ -530,10 +530,7 @@ def _variants(fam: Dict[str, Path], wanted: Optional[List[str]], device: str, fp
     return out
 
 
-def _run(args: argparse.Namespace) -> int:
-    from ..runtime import Segmenter
-
-    log = lambda s: print(s, flush=True)  # noqa: E731
+def _collect_variants(args: argparse.Namespace, log: Callable[[str], None]) -> List[Tuple[str, Path, Dict[str, Any]]]:
     models = [m.strip() for m in args.model.split(",") if m.strip()] if args.model else [None]
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
     if (args.fp16 or args.cuda_graph) and not args.device.startswith("cuda"):
@@ -549,16 +546,15 @@ def _run(args: argparse.Namespace) -> int:
         variants += vs
     if not variants:
         raise PvtsegError("none of the requested backends has an artifact for --model here")
-    frames, frames_desc = load_frames(args.source, max(args.frames, 16))
-    import cv2
+    return variants
 
-    host = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "processor": _cpu_name(), "numpy": np.__version__, "opencv": cv2.__version__, "device": args.device}
-    log(f"{PROG}: {frames_desc}; {args.frames} timed + {args.warmup} warm-up frames per backend; "
-        f"{host['processor']} ({host['cpus']} CPUs)")
-    runners: List[Any] = []
+
+def _open_segmenters(variants: List[Tuple[str, Path, Dict[str, Any]]], args: argparse.Namespace,
+                     log: Callable[[str], None]) -> Dict[str, Any]:
+    """label -> Segmenter for every variant that loads here (the others are logged and skipped)."""
+    from ..runtime import Segmenter
+
     kept: Dict[str, Any] = {}
-    meta: Dict[str, Any] = {}
     for label, path, opts in variants:
         if args.threads:
             opts = dict(opts, threads=args.threads)
@@ -567,24 +563,36 @@ def _run(args: argparse.Namespace) -> int:
         except PvtsegError as e:
             log(f"skip {label}: {e}")
             continue
-        meta = meta or seg.meta
-        runners.append(SegmenterRunner(label, seg))
         kept[label] = seg
         log(f"  {label:<28} {seg.describe()}")
-    if not runners:
+    if not kept:
         raise PvtsegError("no backend could run here (see the skip lines above)")
-    ref_runner: Optional[ReferenceRunner] = None
-    if not args.no_reference:
-        first = next(iter(kept.values()))
-        try:
-            if args.threads:
-                import torch
+    return kept
 
-                torch.set_num_threads(args.threads)  # same thread budget as the backends
-            ref_runner = ReferenceRunner(meta, frames, args.device, args.fp16, lambda f: first.preprocess(f))
-            log(f"  {'reference':<28} {ref_runner.name}")
-        except PvtsegError as e:
-            log(f"reference skipped: {e}")
+
+def _make_reference(args: argparse.Namespace, kept: Dict[str, Any], frames: List[np.ndarray],
+                    log: Callable[[str], None]) -> Optional[ReferenceRunner]:
+    if args.no_reference:
+        return None
+    first = next(iter(kept.values()))
+    try:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)  # same thread budget as the backends
+        ref_runner = ReferenceRunner(first.meta, frames, args.device, args.fp16, lambda f: first.preprocess(f))
+        log(f"  {'reference':<28} {ref_runner.name}")
+        return ref_runner
+    except PvtsegError as e:
+        log(f"reference skipped: {e}")
+        return None
+
+
+def _timed_rows(args: argparse.Namespace, kept: Dict[str, Any], frames: List[np.ndarray],
+                log: Callable[[str], None]) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]], List[float]]:
+    """Time every backend and the reference on the same frames; rows carry the speed-up."""
+    runners = [SegmenterRunner(label, seg) for label, seg in kept.items()]
+    ref_runner = _make_reference(args, kept, frames, log)
     load_before = _loadavg()
     measure(runners + ([ref_runner] if ref_runner else []), frames, args.frames, args.warmup)
     load_after = _loadavg()
@@ -595,68 +603,102 @@ def _run(args: argparse.Namespace) -> int:
     if ref is not None:
         for r in rows:
             r["speedup"] = ref["total"]["mean"] / r["total"]["mean"]
+    return rows, ref, [load_before, load_after]
+
+
+def _print_table(meta: Dict[str, Any], frames: List[np.ndarray], rows: List[Dict[str, Any]],
+                 ref: Optional[Dict[str, Any]], loads: List[float], device: str) -> Dict[str, Any]:
     h, w = meta["input"]["height"], meta["input"]["width"]
     fh, fw = frames[0].shape[:2]
     print()
-    print(f"{meta['arch']} input {w}x{h}, frames {fw}x{fh}, device {args.device}; ms per frame (frame in -> labels out)")
+    print(f"{meta['arch']} input {w}x{h}, frames {fw}x{fh}, device {device}; ms per frame (frame in -> labels out)")
     print(format_table(rows, ref))
     best = min(rows, key=lambda r: r["total"]["mean"])
     if ref is not None:
         print(f"best: {best['label']} {best['fps']:.1f} FPS = {best['speedup']:.2f}x the reference "
               f"({ref['fps']:.1f} FPS)")
-    print(f"load average (1 min) {load_before:.2f} before, {load_after:.2f} after the timed part")
-    result: Dict[str, Any] = {"host": host, "frames_source": frames_desc, "arch": meta["arch"],
-                              "loadavg_1min": [load_before, load_after], "timed_frames": args.frames,
-                              "warmup_frames": args.warmup,
-                              "input": [h, w], "frame": [fh, fw], "backends": rows, "reference": ref,
-                              "best": best["label"]}
-    video: Optional[Path] = None
-    tmpdir = tempfile.TemporaryDirectory(prefix="pvtseg_bench_")
-    try:
-        if args.loop_frames > 0 or args.memory_frames > 0:
-            from .demo import default_model_paths
+    print(f"load average (1 min) {loads[0]:.2f} before, {loads[1]:.2f} after the timed part")
+    return best
 
-            clip = default_model_paths()["clip"]
-            if args.source and Path(args.source).is_file():
-                video = Path(args.source)
-            elif clip.is_file():
-                video = clip  # the bundled CamVid clip (mp4, 480x360)
-            else:
-                video = _write_video(frames, Path(tmpdir.name) / "frames.avi")
-            result["loop_source"] = str(video)
-        best_seg = kept[best["label"]]
-        for label, seg in kept.items():
-            if label != best["label"]:
-                seg.close()
-        if args.loop_frames > 0 and video is not None:
+
+def _loop_video(args: argparse.Namespace, frames: List[np.ndarray], tmpdir: str) -> Path:
+    from .demo import default_model_paths
+
+    clip = default_model_paths()["clip"]
+    if args.source and Path(args.source).is_file():
+        return Path(args.source)
+    if clip.is_file():
+        return clip  # the bundled CamVid clip (mp4, 480x360)
+    return _write_video(frames, Path(tmpdir) / "frames.avi")
+
+
+def _loop_and_memory(args: argparse.Namespace, result: Dict[str, Any], best_seg: Any, best_label: str,
+                     frames: List[np.ndarray]) -> None:
+    """Camera-loop overhead and RSS growth, on a file source, with the fastest backend."""
+    from ..runtime import Segmenter
+
+    if args.loop_frames <= 0 and args.memory_frames <= 0:
+        return
+    with tempfile.TemporaryDirectory(prefix="pvtseg_bench_") as tmpdir:
+        video = _loop_video(args, frames, tmpdir)
+        result["loop_source"] = str(video)
+        if args.loop_frames > 0:
             lo = bench_loop_overhead(best_seg, video, args.loop_frames, min(args.warmup, 10))
-            result["loop_overhead"] = dict(lo, backend=best["label"])
-            print(f"camera loop ({best['label']}, file source {video.name}, render on, no display): "
+            result["loop_overhead"] = dict(lo, backend=best_label)
+            print(f"camera loop ({best_label}, file source {video.name}, render on, no display): "
                   f"{lo['loop_ms']:.1f} ms/frame "
                   f"vs bare Segmenter {lo['bare_ms']:.1f} ms/frame: overhead {lo['overhead_pct']:+.1f}% "
                   f"(render {lo['render_ms']:.1f} ms, waiting for frames {lo['wait_ms']:.2f} ms)")
-        if args.memory_frames > 0 and video is not None:
+        if args.memory_frames > 0:
             mseg = Segmenter(args.memory_model, device=args.device) if args.memory_model else best_seg
             mem = bench_memory(mseg, video, args.memory_frames)
             result["memory"] = dict({k: v for k, v in mem.items()}, model=str(mseg.path))
             print(f"memory ({mseg.path.name}, {mem['frames']} frames of a looped file, {mem['seconds']:.0f} s): "
                   f"RSS {mem['rss_after_warmup_mb']:.1f} MB after warm-up -> {mem['rss_end_mb']:.1f} MB "
                   f"(growth {mem['growth_mb']:+.2f} MB, max {mem['rss_max_mb']:.1f} MB)")
-    finally:
-        tmpdir.cleanup()
-    if args.json:
-        from ..io_utils import atomic_write_text
 
+
+def _write_outputs(args: argparse.Namespace, result: Dict[str, Any], title: str) -> None:
+    from ..io_utils import atomic_write_text
+
+    if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
     if args.markdown:
-        from ..io_utils import atomic_write_text
-
         atomic_write_text(args.markdown, format_markdown(result))
         print(f"wrote {args.markdown}")
     if args.plot:
-        write_plot(Path(args.plot), rows, ref, f"{meta['arch']} {w}x{h} on {host['processor']} ({args.device})")
+        write_plot(Path(args.plot), result["backends"], result["reference"], title)
         print(f"wrote {args.plot}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    variants = _collect_variants(args, log)
+    frames, frames_desc = load_frames(args.source, max(args.frames, 16))
+    import cv2
+
+    host = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "processor": _cpu_name(), "numpy": np.__version__, "opencv": cv2.__version__, "device": args.device}
+    log(f"{PROG}: {frames_desc}; {args.frames} timed + {args.warmup} warm-up frames per backend; "
+        f"{host['processor']} ({host['cpus']} CPUs)")
+    kept = _open_segmenters(variants, args, log)
+    meta = next(iter(kept.values())).meta
+    rows, ref, loads = _timed_rows(args, kept, frames, log)
+    best = _print_table(meta, frames, rows, ref, loads, args.device)
+    h, w = meta["input"]["height"], meta["input"]["width"]
+    result: Dict[str, Any] = {"host": host, "frames_source": frames_desc, "arch": meta["arch"],
+                              "loadavg_1min": loads, "timed_frames": args.frames, "warmup_frames": args.warmup,
+                              "input": [h, w], "frame": list(frames[0].shape[:2]), "backends": rows,
+                              "reference": ref, "best": best["label"]}
+    from ..platform_info import collect_facts
+
+    result["platform"] = collect_facts()  # what `pvtseg doctor` shows: Jetson / JetPack, power, clocks, versions
+    for label, seg in kept.items():
+        if label != best["label"]:
+            seg.close()
+    _loop_and_memory(args, result, kept[best["label"]], best["label"], frames)
+    _write_outputs(args, result, f"{meta['arch']} {w}x{h} on {host['processor']} ({args.device})")
     return 0
 
 

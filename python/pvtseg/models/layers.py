@@ -6,7 +6,7 @@ All modules are TorchScript-scriptable; token tensors are (B, N, C) with N = H *
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -186,3 +186,23 @@ def init_weights(m: nn.Module) -> None:
         nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
+
+
+class PatchEmbed(nn.Module):
+    """Patches by a strided conv, then LayerNorm over channels: (B, C, H, W) -> tokens, H', W'.
+
+    stride == patch_size (the default): non-overlapping patches (PVT v1, Swin, MSwin);
+    stride < patch_size: overlapping patches padded by patch_size // 2 (PVT v2, SegFormer).
+    """
+
+    def __init__(self, in_chans: int, dim: int, patch_size: int, stride: int = 0, norm_eps: float = 1e-5):
+        super().__init__()
+        stride = stride or patch_size
+        padding = 0 if stride == patch_size else patch_size // 2
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, stride, padding=padding)
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, int, int]:
+        x = self.proj(x)
+        H, W = x.shape[2], x.shape[3]
+        return self.norm(x.flatten(2).transpose(1, 2)), H, W

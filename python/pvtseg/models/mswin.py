@@ -35,10 +35,10 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..errors import ConfigError
-from .layers import DropPath, Mlp, check_input, pyramid_feature_info, stochastic_depth_rates
+from .layers import DropPath, Mlp, PatchEmbed, pyramid_feature_info, stochastic_depth_rates
 from .registry import register_configs
 from .segmentor import register_segmentors
-from .swin import (MASK_VALUE, PatchEmbed, PatchMerging, init_weights, pad_to_window, relative_position_index,
+from .swin import (MASK_VALUE, PatchMerging, WindowPyramid, init_weights, pad_to_window, relative_position_index,
                    window_attention, window_partition, window_reverse)
 
 
@@ -151,7 +151,7 @@ class MSwinStage(nn.Module):
         return x, nxt
 
 
-class MSwinTransformer(nn.Module):
+class MSwinTransformer(WindowPyramid):
     """Backbone (num_classes=0) or classifier (num_classes > 0).
 
     Branch b of a stage with width C has C // dim_heads[b] heads of width dim_heads[b]
@@ -166,7 +166,7 @@ class MSwinTransformer(nn.Module):
         dims = list(embed_dims)
         self.num_classes = num_classes
         dpr = stochastic_depth_rates(list(depths), drop_path_rate)
-        self.patch_embed = PatchEmbed(in_chans, dims[0], 4, norm_eps)
+        self.patch_embed = PatchEmbed(in_chans, dims[0], 4, norm_eps=norm_eps)
         layers = []
         for i in range(4):
             if dims[i] != dims[0] * 2 ** i:
@@ -179,21 +179,6 @@ class MSwinTransformer(nn.Module):
         self.head = nn.Linear(dims[3], num_classes) if num_classes > 0 else nn.Identity()
         self.feature_info: List[Dict[str, int]] = pyramid_feature_info(dims)
         self.apply(init_weights)
-
-    def forward_features(self, x: Tensor) -> List[Tensor]:
-        if not torch.jit.is_scripting():
-            check_input(x)
-        x, H, W = self.patch_embed(x)
-        outs: List[Tensor] = []
-        for stage, norm in zip(self.layers, self.norms):
-            y, x = stage(x, H, W)
-            B, L, C = y.shape
-            outs.append(norm(y).transpose(1, 2).reshape(B, C, H, W))
-            H, W = H // 2, W // 2
-        return outs
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.forward_features(x)[3].flatten(2).mean(2))
 
 
 CONFIGS: Dict[str, dict] = {

@@ -21,22 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
-from .layers import Block, check_input, init_weights, pyramid_feature_info, stochastic_depth_rates, tokens_to_nchw
+from .layers import Block, PatchEmbed, check_input, init_weights, pyramid_feature_info, stochastic_depth_rates, tokens_to_nchw
 from .registry import register_configs
-
-
-class PatchEmbed(nn.Module):
-    """Non-overlapping patches: conv with kernel == stride, then LayerNorm."""
-
-    def __init__(self, in_chans: int, dim: int, patch_size: int, norm_eps: float = 1e-5):
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, dim, patch_size, patch_size)
-        self.norm = nn.LayerNorm(dim, eps=norm_eps)
-
-    def forward(self, x: Tensor) -> Tuple[Tensor, int, int]:
-        x = self.proj(x)
-        H, W = x.shape[2], x.shape[3]
-        return self.norm(x.flatten(2).transpose(1, 2)), H, W
 
 
 class PVTv1Stage(nn.Module):
@@ -45,7 +31,7 @@ class PVTv1Stage(nn.Module):
                  drop_path: Sequence[float], norm_eps: float, patch_norm_eps: float, sr_norm_eps: float,
                  pos_interp: str, drop: float, attn_drop: float):
         super().__init__()
-        self.patch_embed = PatchEmbed(in_chans, dim, patch_size, patch_norm_eps)
+        self.patch_embed = PatchEmbed(in_chans, dim, patch_size, norm_eps=patch_norm_eps)
         self.num_prefix = 1 if has_cls else 0
         self.grid_h, self.grid_w = grid
         self.pos_interp = pos_interp

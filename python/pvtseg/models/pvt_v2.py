@@ -1,7 +1,7 @@
 """PVT v2 (Wang et al., "PVT v2: Improved Baselines with Pyramid Vision Transformer", 2022)
 and MiT, the SegFormer encoder (the same network with mlp_ratio 4 everywhere).
 
-Own state-dict layout (checkpoints.py converts every other layout to this):
+Own state-dict layout (models/formats/ converts every other layout to this):
     stages.{i}.patch_embed.{proj,norm}    overlapping patch embedding (7x7/4, then 3x3/2)
     stages.{i}.blocks.{j}.{norm1,attn.{q,kv,sr,norm,proj},norm2,mlp.{fc1,dwconv,fc2}}
     stages.{i}.norm                       per-stage LayerNorm
@@ -16,22 +16,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .layers import Block, check_input, init_weights, pyramid_feature_info, stochastic_depth_rates, tokens_to_nchw
+from .layers import Block, PatchEmbed, check_input, init_weights, pyramid_feature_info, stochastic_depth_rates, tokens_to_nchw
 from .registry import register_configs
-
-
-class OverlapPatchEmbed(nn.Module):
-    """Conv with kernel > stride (overlapping patches), then LayerNorm over channels."""
-
-    def __init__(self, in_chans: int, dim: int, patch_size: int, stride: int, norm_eps: float = 1e-5):
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, dim, patch_size, stride, padding=patch_size // 2)
-        self.norm = nn.LayerNorm(dim, eps=norm_eps)
-
-    def forward(self, x: Tensor) -> Tuple[Tensor, int, int]:
-        x = self.proj(x)
-        H, W = x.shape[2], x.shape[3]
-        return self.norm(x.flatten(2).transpose(1, 2)), H, W
 
 
 class PVTv2Stage(nn.Module):
@@ -39,7 +25,7 @@ class PVTv2Stage(nn.Module):
                  mlp_ratio: float, sr_ratio: int, qkv_bias: bool, linear: bool, drop_path: Sequence[float],
                  norm_eps: float, patch_norm_eps: float, sr_norm_eps: float, drop: float, attn_drop: float):
         super().__init__()
-        self.patch_embed = OverlapPatchEmbed(in_chans, dim, patch_size, stride, patch_norm_eps)
+        self.patch_embed = PatchEmbed(in_chans, dim, patch_size, stride, patch_norm_eps)
         self.blocks = nn.ModuleList([
             Block(dim, num_heads, mlp_ratio, qkv_bias, sr_ratio, conv_mlp=True, linear=linear,
                   drop_path=drop_path[j], norm_eps=norm_eps, drop=drop, attn_drop=attn_drop,

@@ -10,7 +10,7 @@ a multiple of the window are zero-padded after norm1 (as in the official segment
 code and Hugging Face); a stage whose map is no larger than one window does not shift
 (as in the official classifier and HF `SwinModel`).
 
-Own state-dict layout (the official microsoft layout; checkpoints_extra.py converts HF):
+Own state-dict layout (the official microsoft layout; formats/swin.py converts HF):
     patch_embed.{proj,norm}
     layers.{i}.blocks.{j}.{norm1,attn.{qkv,proj,relative_position_bias_table},norm2,mlp.{fc1,fc2}}
     layers.{i}.downsample.{norm,reduction}       (i < 3)
@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .layers import DropPath, Mlp, check_input, init_weights, pyramid_feature_info, stochastic_depth_rates
+from .layers import DropPath, Mlp, PatchEmbed, check_input, init_weights, pyramid_feature_info, stochastic_depth_rates
 from .registry import register_configs
 from .segmentor import register_segmentors
 
@@ -118,20 +118,6 @@ def window_attention(qkv: Tensor, num_heads: int, scale: float, bias: Tensor, ma
 
 
 # ----------------------------------------------------------------------------- modules
-class PatchEmbed(nn.Module):
-    """Non-overlapping patch x patch conv, then LayerNorm: (B, 3, H, W) -> tokens, H/p, W/p."""
-
-    def __init__(self, in_chans: int, dim: int, patch: int = 4, norm_eps: float = 1e-5):
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, dim, patch, patch)
-        self.norm = nn.LayerNorm(dim, eps=norm_eps)
-
-    def forward(self, x: Tensor) -> Tuple[Tensor, int, int]:
-        x = self.proj(x)
-        H, W = x.shape[2], x.shape[3]
-        return self.norm(x.flatten(2).transpose(1, 2)), H, W
-
-
 class PatchMerging(nn.Module):
     """2x2 neighbours -> 4C channels (official order x[0::2,0::2], x[1::2,0::2], x[0::2,1::2],
     x[1::2,1::2]) -> LayerNorm -> Linear to 2C. Done with one reshape/transpose, no strided slices."""
@@ -239,7 +225,30 @@ class SwinStage(nn.Module):
         return x, nxt
 
 
-class SwinTransformer(nn.Module):
+class WindowPyramid(nn.Module):
+    """What Swin and MSwin share after their constructors: patch embed -> 4 stages that each
+    return (output, next stage's input after patch merging) -> per-level LayerNorm.
+    Subclasses set patch_embed, layers, norms and head."""
+
+    def forward_features(self, x: Tensor) -> List[Tensor]:
+        """The 4 pyramid maps (each stage's output before patch merging, LayerNorm-ed), NCHW."""
+        if not torch.jit.is_scripting():
+            check_input(x)
+        x, H, W = self.patch_embed(x)
+        outs: List[Tensor] = []
+        for stage, norm in zip(self.layers, self.norms):
+            y, x = stage(x, H, W)
+            B, L, C = y.shape
+            outs.append(norm(y).transpose(1, 2).reshape(B, C, H, W))
+            H, W = H // 2, W // 2
+        return outs
+
+    def forward(self, x: Tensor) -> Tensor:
+        """ImageNet logits: mean of the last (normed) map -> linear head."""
+        return self.head(self.forward_features(x)[3].flatten(2).mean(2))
+
+
+class SwinTransformer(WindowPyramid):
     """Backbone (num_classes=0) or ImageNet classifier (num_classes > 0)."""
 
     def __init__(self, embed_dim: int = 96, depths: Sequence[int] = (2, 2, 6, 2),
@@ -251,7 +260,7 @@ class SwinTransformer(nn.Module):
         self.window_size = window_size
         dims = [embed_dim * 2 ** i for i in range(4)]
         dpr = stochastic_depth_rates(list(depths), drop_path_rate)
-        self.patch_embed = PatchEmbed(in_chans, embed_dim, 4, norm_eps)
+        self.patch_embed = PatchEmbed(in_chans, embed_dim, 4, norm_eps=norm_eps)
         self.layers = nn.ModuleList([
             SwinStage(dims[i], depths[i], num_heads[i], window_size, mlp_ratio, qkv_bias, dpr[i], i < 3, norm_eps)
             for i in range(4)])
@@ -259,23 +268,6 @@ class SwinTransformer(nn.Module):
         self.head = nn.Linear(dims[3], num_classes) if num_classes > 0 else nn.Identity()
         self.feature_info: List[Dict[str, int]] = pyramid_feature_info(dims)
         self.apply(init_weights)
-
-    def forward_features(self, x: Tensor) -> List[Tensor]:
-        """The 4 pyramid maps (each stage's output before patch merging, LayerNorm-ed), NCHW."""
-        if not torch.jit.is_scripting():
-            check_input(x)
-        x, H, W = self.patch_embed(x)
-        outs: List[Tensor] = []
-        for i, (stage, norm) in enumerate(zip(self.layers, self.norms)):
-            y, x = stage(x, H, W)
-            B, L, C = y.shape
-            outs.append(norm(y).transpose(1, 2).reshape(B, C, H, W))
-            H, W = H // 2, W // 2
-        return outs
-
-    def forward(self, x: Tensor) -> Tensor:
-        """ImageNet logits: mean of the last (normed) map -> linear head."""
-        return self.head(self.forward_features(x)[3].flatten(2).mean(2))
 
 
 CONFIGS: Dict[str, dict] = {

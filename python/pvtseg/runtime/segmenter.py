@@ -119,6 +119,18 @@ def argmax_channels(logits: np.ndarray, size: Optional[Tuple[int, int]] = None) 
     return labels
 
 
+def _artifact_for_backend(path: Path, backend: Optional[str], precision: str) -> Path:
+    """The file to load: `path` itself, or for an .onnx run with TensorRT, its cached engine."""
+    if backend is None or backend == backend_for(path):
+        return path
+    if backend == "tensorrt" and path.suffix.lower() == ".onnx":
+        from .engine_cache import cached_engine
+
+        return cached_engine(path, precision=precision)
+    raise ConfigError(f"{path.name} cannot run on backend {backend!r}: .onnx runs on onnxruntime or tensorrt "
+                      "(engine built and cached on first use), .ts on torchscript, .engine on tensorrt.")
+
+
 class Segmenter:
     """Run one exported artifact on BGR frames.
 
@@ -127,16 +139,20 @@ class Segmenter:
             sidecar `.json` must sit beside it.
         device: "cpu", "cuda" or "cuda:N". TensorRT always runs on a GPU.
         logits_upsample: for logits artifacts, "bilinear" (exact, default) or "nearest".
+        backend: None (from the extension) or a backend name; "tensorrt" on an `.onnx` builds
+            an engine once and caches it beside the ONNX (see engine_cache.py).
+        precision: the cached engine's precision ("fp16", "fp32", or "int8" for a Q/DQ ONNX).
         **backend_options: passed to the backend: `threads` (CPU threads), `providers`
             (ONNX Runtime), `fp16` and `cuda_graph` (TorchScript on CUDA).
     """
 
     def __init__(self, path: str | Path, device: str = "cpu", *, logits_upsample: str = "bilinear",
-                 **backend_options: Any):
+                 backend: Optional[str] = None, precision: str = "fp16", **backend_options: Any):
         self.path = Path(path)
         if not self.path.is_file():
             raise MetaError(f"no model file {self.path}. Export one with `pvtseg export` (makes .onnx/.ts + .json) "
                             "or build an engine with `pvtseg build-engine`.")
+        self.path = _artifact_for_backend(self.path, backend, precision)
         self.meta: Dict[str, Any] = meta_mod.read(self.path)
         if logits_upsample not in ("bilinear", "nearest"):
             raise ConfigError("logits_upsample must be 'bilinear' or 'nearest'")
