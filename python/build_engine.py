@@ -6,7 +6,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # runs from a checkout without pip install
 
+from pvtseg.apps.cli import call_main  # noqa: E402
 from pvtseg.engine.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(call_main(main, "pvtseg build-engine"))  # a filesystem error: one line, exit 1

@@ -9,7 +9,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from pvtseg.apps.cli import call_main  # noqa: E402
 from pvtseg.apps.demo import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(call_main(main, "pvtseg demo"))  # a filesystem error: one line, exit 1

@@ -3,7 +3,7 @@ produce checkpoints in each foreign layout from a pvtseg model's weights.
 
 The writers are written from the layouts as documented (official whai362/PVT and NVlabs
 SegFormer code, mmseg, timm, Hugging Face transformers), independently of the loader's
-conversion tables in pvtseg.models.checkpoints, so a wrong rule there fails a round trip.
+conversion tables in pvtseg.models.formats, so a wrong rule there fails a round trip.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The C++ runtime's tests on a fresh machine: apt packages, a CMake build against the
-# LibTorch inside the pip torch wheel, the test artifact + Python reference labels, ctest
+# LibTorch inside the pip torch wheel, the test artifacts + Python reference labels, ctest
 # (which also installs the package to a prefix and builds cpp/examples/minimal_app
 # against it). tests/run_all.sh calls this after pytest.
 #
@@ -22,7 +22,7 @@ if [ -n "$missing" ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   say "apt-get install$missing"
-  $sudo apt-get update -qq
+  [ "${PVTSEG_APT_UPDATED:-}" = 1 ] || $sudo apt-get update -qq  # run_all.sh may have updated already
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
@@ -40,12 +40,16 @@ grep -E "pvtseg|OpenCV|nlohmann" "$BUILD/configure.log" || true
 say "build -j$JOBS"
 cmake --build "$BUILD" -j"$JOBS"
 
-# 4. Test artifact (random-weights pvt_v2_b0_segformer at 128x160, TorchScript + sidecar),
-#    CamVid frames and the Python Segmenter's reference labels.
+# 4. Test artifacts (one random-weights pvt_v2_b0_segformer at 128x160 exported as TorchScript
+#    three ways: labels, logits at stride 1, logits at stride 4; each with its sidecar), real
+#    CamVid frames (full size, crops, odd sizes) and the Python Segmenter's reference labels.
 say "test data"
 python3 cpp/tests/make_test_data.py --out "$BUILD/test_data"
 
-# 5. ctest: sidecar/errors, C++ vs Python parity, frames, headless demo, install + minimal_app.
+# 5. ctest: sidecar validation, sidecar-vs-graph checks (unit and on real TorchScript graphs),
+#    the output contract's postprocess, the engine cache key / files, the CUDA preprocessing
+#    math's host reference vs OpenCV, C++ vs Python parity (labels, logits stride 1 and 4),
+#    frames, headless demo, install + minimal_app.
 say "ctest"
 ctest --test-dir "$BUILD" --output-on-failure
 say "done"

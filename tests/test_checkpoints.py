@@ -15,7 +15,7 @@ from _pvt_helpers import backbone_part, randomize_, to_mmseg, to_official, to_ti
 from pvtseg.errors import CheckpointError, CheckpointNotFoundError, DownloadError
 from pvtseg.models import create_model, load_checkpoint
 from pvtseg.models import zoo
-from pvtseg.models.checkpoints import FORMATS, detect_format, read_checkpoint
+from pvtseg.models.formats import FORMATS, detect_format, read_checkpoint
 
 X64 = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
@@ -434,7 +434,7 @@ def test_own_layout_of_any_model_loads():
 
 
 def test_register_format_plugs_in_a_layout():
-    from pvtseg.models import checkpoints as ck
+    from pvtseg.models import formats as ck
 
     def detect(sd):
         return any(k.startswith("toy::") for k in sd)
@@ -454,5 +454,4 @@ def test_register_format_plugs_in_a_layout():
         assert _same_outputs(src, dst)
         assert "toy" in str(report)
     finally:
-        ck.FORMATS.pop("toy", None)
-        ck._EXTRA_FORMATS.pop("toy", None)
+        ck.unregister_format("toy")

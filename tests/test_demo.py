@@ -48,7 +48,7 @@ def test_headless_demo_writes_playable_video(tmp_path, art, capsys):
     assert rc == 0, text
     n, size = _count_frames(out)
     assert n == 20 and size == (96, 128, 3)
-    assert not list(out.parent.glob(".*partial*"))  # the temp file was renamed into place
+    assert not list(out.parent.glob(".*pvtseg-tmp*"))  # the temp file was renamed into place
     summary = text.strip().splitlines()[-1]
     assert summary.startswith("pvtseg demo: 20 frames in") and "FPS" in summary and "infer" in summary
     assert "frame 20/20" in text  # progress
@@ -114,8 +114,7 @@ def test_default_model_export_is_cached_by_sha256(tmp_path, monkeypatch, capsys)
     import torch
 
     from pvtseg import meta
-from pvtseg.models import camvid
-    from pvtseg.models import create_model
+    from pvtseg.models import camvid, create_model
 
     models = tmp_path / "models"
     (models / "samples").mkdir(parents=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +41,8 @@ def test_unsupported_versions(text, msg):
 
 
 @pytest.mark.parametrize("version,mech", [("8.5.2", P.FP16_BUILDER_FLAG), ("8.6.2", P.FP16_BUILDER_FLAG),
-                                          ("10.3.0", P.FP16_BUILDER_FLAG), ("10.13.0.35", P.FP16_BUILDER_FLAG),
+                                          ("10.3.0", P.FP16_BUILDER_FLAG), ("10.11.0", P.FP16_BUILDER_FLAG),
+                                          ("10.12.0", P.FP16_STRONGLY_TYPED), ("10.13.0.35", P.FP16_STRONGLY_TYPED),
                                           ("11.0.0", P.FP16_STRONGLY_TYPED), ("11.2.1", P.FP16_STRONGLY_TYPED)])
 def test_fp16_mechanism_by_version(version, mech):
     assert P.fp16_mechanism(P.parse_trt_version(version)) == mech
@@ -54,9 +56,9 @@ def test_plan_trt86_fp16():
     assert plan.workspace_bytes == 1024 << 20 and plan.precision == "fp16"
 
 
-def test_plan_trt85_notes_decomposed_layernorm():
-    plan = P.make_plan("8.5.2.2", fp16=True)
-    assert plan.pin_fp32_layers and any("decomposes LayerNormalization" in n for n in plan.notes)
+def test_plan_default_workspace_fits_an_orin_nano():
+    assert P.make_plan("8.5.2.2", fp16=True).workspace_bytes == P.DEFAULT_WORKSPACE_MB << 20 == 1 << 30
+    assert P.make_plan("10.3.0", workspace_mb=3000).workspace_bytes == 3000 << 20
 
 
 def test_plan_trt10_fp16():
@@ -66,11 +68,22 @@ def test_plan_trt10_fp16():
     assert plan.pin_fp32_layers and not plan.convert_onnx_to_fp16
 
 
-def test_plan_trt11_fp16_is_strongly_typed():
-    plan = P.make_plan("11.0.0", fp16=True)
-    assert plan.network_flags == ["STRONGLY_TYPED"]
-    assert "FP16" not in plan.builder_flags and plan.builder_flags == []
+@pytest.mark.parametrize("version,network", [("10.13.0", ["STRONGLY_TYPED"]), ("11.0.0", [])])
+def test_plan_strongly_typed_fp16_and_int8(version, network):
+    # 11.x networks are always strongly typed (the flag is deprecated and ignored there).
+    plan = P.make_plan(version, fp16=True)
+    assert plan.network_flags == network and plan.builder_flags == []
     assert plan.convert_onnx_to_fp16 and not plan.pin_fp32_layers
+    plan = P.make_plan(version, int8=True)
+    assert (plan.precision, plan.network_flags, plan.builder_flags) == ("int8", network, [])
+    assert not plan.convert_onnx_to_fp16 and not plan.pin_fp32_layers
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "8.6.2", "10.3.0", "10.11.0"])
+def test_plan_int8_builder_flags(version):
+    plan = P.make_plan(version, int8=True, fp16=True)
+    assert plan.precision == "int8" and plan.builder_flags == ["INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"]
+    assert plan.pin_fp32_layers and not plan.convert_onnx_to_fp16
 
 
 @pytest.mark.parametrize("version", ["8.6.2", "10.3.0", "11.0.0"])
@@ -102,10 +115,11 @@ def test_plan_flag_names_exist_in_tensorrt_stubs():
     stub = next(f for f in files if str(f).endswith("tensorrt_bindings/tensorrt.pyi"))
     text = stub.locate().read_text()
     names = set()
-    for v in ("8.6.2", "10.3.0", "11.0.0"):
-        plan = P.make_plan(v, fp16=True, dla_core=0)
-        names |= {("NetworkDefinitionCreationFlag", f) for f in plan.network_flags}
-        names |= {("BuilderFlag", f) for f in plan.builder_flags}
+    for v in ("8.6.2", "10.3.0", "10.13.0", "11.0.0"):
+        for kw in ({"fp16": True}, {"int8": True}):
+            plan = P.make_plan(v, dla_core=0, **kw)
+            names |= {("NetworkDefinitionCreationFlag", f) for f in plan.network_flags}
+            names |= {("BuilderFlag", f) for f in plan.builder_flags}
     for enum, flag in names:
         assert f"{flag}: typing.ClassVar[{enum}]" in text, (enum, flag)
     for t in P.FP32_LAYER_TYPES:
@@ -193,20 +207,14 @@ def test_profile_dynamic_without_ranges():
 # ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    """A small exported model (static and dynamic) with sidecars."""
+def tiny_onnx():
+    """A small exported model (static and dynamic) with sidecars (shared with the other engine tests)."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from pvtseg.export import export_model
-    from pvtseg.models import create_model
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _engine_exports import family_export
 
-    d = tmp_path_factory.mktemp("engine_cli")
-    model = create_model("pvt_v2_b0_segformer", num_classes=11, depths=(1, 1, 1, 1))
-    static = export_model(model, d / "static", height=64, width=64, formats=("onnx",), verify=False,
-                          log=lambda s: None)["onnx"]
-    dynamic = export_model(model, d / "dyn", height=64, width=64, formats=("onnx",), verify=False,
-                           dynamic=True, log=lambda s: None)["onnx"]
-    return static, dynamic
+    return family_export("pvt_v2"), family_export("pvt_v2", dynamic=True)
 
 
 def _run(capsys, *args):
@@ -302,9 +310,11 @@ def test_cli_bad_shapes(capsys, tiny_onnx, args, msg):
 
 
 @pytest.mark.parametrize("version,expect", [
-    ("8.6.2", ["EXPLICIT_BATCH", "FP16, OBEY_PRECISION_CONSTRAINTS", "FP32 islands"]),
+    ("8.5.2", ["EXPLICIT_BATCH", "FP16, OBEY_PRECISION_CONSTRAINTS", "pvtseg_ln/Pow", "uint8 -> int32"]),
+    ("8.6.2", ["EXPLICIT_BATCH", "FP16, OBEY_PRECISION_CONSTRAINTS", "FP32 layers", "Cast(FLOAT) -> Cast(UINT8)"]),
     ("10.3.0", ["network flags: -", "FP16, OBEY_PRECISION_CONSTRAINTS"]),
-    ("11.0.0", ["STRONGLY_TYPED", "builder flags: -", "strongly_typed"]),
+    ("10.13.0", ["network flags: STRONGLY_TYPED", "builder flags: -", "strongly_typed", "explicit Casts"]),
+    ("11.0.0", ["network flags: -", "builder flags: -", "strongly_typed"]),
 ])
 def test_cli_plan_only(capsys, tiny_onnx, version, expect):
     rc, out, err = _run(capsys, "--onnx", tiny_onnx[1], "--fp16", "--plan-only", "--trt-version", version)

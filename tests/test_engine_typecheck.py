@@ -75,3 +75,34 @@ def test_builder_typechecks_against_tensorrt_stubs(tmp_path):
                    "    b.create_network('x')\n    b.no_such_method()\n")
     errors = _own_errors(_mypy(stubs, bad), bad)
     assert len(errors) == 2, errors
+
+
+def _deprecated_members(cls: str) -> set:
+    """Members the 10.13 stubs document as [DEPRECATED] in `class cls`'s docstring."""
+    try:
+        files = md.distribution("tensorrt-stubs").files or []
+    except md.PackageNotFoundError:
+        pytest.skip("tensorrt-stubs is not installed (pip install --no-deps tensorrt-stubs)")
+    stub = next(f for f in files if str(f).endswith("tensorrt_bindings/tensorrt.pyi"))
+    text = Path(str(stub.locate())).read_text()
+    start = text.index(f"class {cls}:")
+    doc = text[start:text.index('"""', text.index('"""', start) + 3)]
+    members = re.findall(r"^\s{6}(\w+) :(.*?)(?=^\s{6}\w+ :|\Z)", doc, re.M | re.S)
+    assert members, f"no members parsed from the stubs' {cls}"
+    return {name for name, body in members if "[DEPRECATED]" in body}
+
+
+@pytest.mark.parametrize("version", ["10.13.0", "11.1.0"])
+def test_strongly_typed_plans_use_no_deprecated_flag(version):
+    """The flags a 10.13 / 11 plan names are not deprecated in TensorRT 10.13's Python API, while
+    the 10.3 plans do use flags 10.13 deprecates (so this check can fail)."""
+    from pvtseg.engine.plan import make_plan
+
+    builder_dep, network_dep = _deprecated_members("BuilderFlag"), _deprecated_members("NetworkDefinitionCreationFlag")
+    assert {"FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"} <= builder_dep and "EXPLICIT_BATCH" in network_dep
+    for kw in ({}, {"fp16": True}, {"int8": True}, {"fp16": True, "dla_core": 0}):
+        plan = make_plan(version, **kw)
+        assert not set(plan.builder_flags) & builder_dep and not set(plan.network_flags) & network_dep, (kw, plan)
+        assert not plan.pin_fp32_layers  # no ILayer.precision / set_output_type (deprecated in 10.12)
+    old = make_plan("10.3.0", fp16=True)
+    assert set(old.builder_flags) & builder_dep and old.pin_fp32_layers

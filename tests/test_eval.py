@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from _camvid_synth import colour_frame, make_synth_camvid
+from _camvid_synth import REAL_CAMVID, colour_frame, make_synth_camvid
 from pvtseg.training import evaluate as E
 from pvtseg.models.camvid import MEAN, STD
 
@@ -120,3 +120,30 @@ def test_eval_cli_clear_errors(tmp_path, capsys):
     assert "missing.pth does not exist" in capsys.readouterr().err
     rc = E.main(["--checkpoint", "x.pth", "--data", str(data), "--size", "30", "32"])
     assert rc == 2 and "multiples of 32" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (REAL_CAMVID / "train" / "images").is_dir(), reason="../shared/data/camvid is not present")
+def test_eval_on_a_generic_folder_uses_the_runs_classes(tmp_path, capsys):
+    import _tiny_datasets as TD
+    from pvtseg.training import train as T
+
+    data = TD.make_generic(tmp_path / "mine", 2, 2)
+    run = tmp_path / "run"
+    assert T.main(["--data", str(data), "--out", str(run), "--no-cache", "--base-size", "64", "64", "--crop", "64",
+                   "64", "--batch", "2", "--iters", "1", "--val-frames", "1", "--threads", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    rc = E.main(["--checkpoint", str(run / "last.pth"), "--data", str(data), "--split", "val", "--size", "64", "64",
+                 "--out", str(tmp_path / "ev"), "--no-cache", "--threads", "1"])  # no --model: the run's
+    assert rc == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert list(m["per_class_iou"]) == TD.MERGED_NAMES and m["dataset"] == "generic"
+    assert m["model"] == "pvt_v2_b0_segformer" and m["frames"] == 2
+    # every labelled val pixel is counted once, the ignored ones (mask value 0 -> 255) not at all
+    expected = TD.expected_labels("generic", "val", 2)
+    assert m["pixels"] == sum(int((v != 255).sum()) for v in expected.values())
+    assert "pvt_v2_b0_segformer on generic val (2 frames at 64x64" in capsys.readouterr().out
+    # data with another number of classes is refused, not silently mis-scored
+    cam = make_synth_camvid(tmp_path / "camvid", n=1, h=64, w=64)
+    rc = E.main(["--checkpoint", str(run / "last.pth"), "--data", str(cam), "--split", "val", "--size", "64", "64",
+                 "--no-cache"])
+    assert rc == 2 and "was trained for 5 classes" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 - parity (max abs diff <= 1e-5, fp32) with Hugging Face transformers `SwinModel` (tiny
   config) and `MobileViTModel` (xxs and s configs) built with random weights, through
-  models/checkpoints_extra.py; the other checkpoint layouts round-trip;
+  models/formats/ (swin.py, mobilevit.py); the other checkpoint layouts round-trip;
 - the defining properties: Swin's shift mask (same as the official construction, never
   crossed), DAT's zero offsets (= sampling at the reference points) and gather sampler
   (= grid_sample to 1e-6), MSwin's branches (attend only inside their window);
@@ -28,9 +28,12 @@ import torch.nn.functional as F
 
 from pvtseg.models import create_model, list_models
 from pvtseg.models import dat, mswin, swin
-from pvtseg.models.checkpoints_extra import (convert_extra, convert_hf_mobilevit, convert_hf_swin,
-                                             convert_official_dat, convert_official_swin, detect_extra_format,
-                                             to_canonical)
+from pvtseg.models.formats import convert_family as convert_extra
+from pvtseg.models.formats import detect_family_format as detect_extra_format
+from pvtseg.models.formats import to_canonical
+from pvtseg.models.formats.dat import convert_official_dat
+from pvtseg.models.formats.mobilevit import convert_hf_mobilevit
+from pvtseg.models.formats.swin import convert_hf_swin, convert_official_swin
 
 try:
     import transformers
@@ -152,7 +155,7 @@ def test_hf_swin_classifier_backbone_and_hub_layouts():
     assert origin["layers.2.blocks.5.attn.qkv.weight"] == " + ".join(
         f"swin.encoder.layers.2.blocks.5.attention.self.{p}.weight" for p in ("query", "key", "value"))
     assert origin["head.weight"] == "classifier.weight" and origin["norms.0.weight"].startswith("(new")
-    canon, canon_dropped = to_canonical(hub, "hf_swin")  # what checkpoints.register_format takes
+    canon, canon_dropped = to_canonical(hub, "hf_swin")  # what the format registry's converter gives
     assert canon.keys() == {"backbone." + k for k in own} and canon_dropped == dropped
     # SwinBackbone: its per-stage norms become norms.0..3; feature maps match exactly.
     bb = _randomize(transformers.SwinBackbone(_hf_swin_config(out_features=["stage1", "stage2", "stage3", "stage4"])),
@@ -540,7 +543,7 @@ def test_export_parity_and_tensorrt_ops(backbone, head, tmp_path):
 
 
 def test_load_checkpoint_detects_extra_formats():
-    """checkpoints.load_checkpoint recognises the Swin layouts through register_format."""
+    """load_checkpoint recognises the Swin layouts through the format registry."""
     from transformers import SwinConfig, SwinModel
 
     from pvtseg.models import create_model, load_checkpoint

@@ -6,6 +6,7 @@ No camera or network: live behaviour is driven through an injected fake capture 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 
@@ -251,3 +252,122 @@ def test_file_end_with_full_queue_and_slow_consumer_keeps_every_frame(tmp_path):
             got.append(f)
             time.sleep(0.15)
     assert len(got) == 8
+
+
+# -- faults: a frozen source, a corrupt file, a server that never answers ------------------------
+
+class FreezingCam(FakeCam):
+    """Delivers `n` frames, then blocks in read() like a frozen RTSP server, until `thaw` is set."""
+
+    def __init__(self, session: int, n: int, thaw: threading.Event):
+        super().__init__(session, n)
+        self.thaw = thaw
+
+    def read(self):
+        if self.i >= self.n:
+            self.thaw.wait()
+            return False, None
+        return super().read()
+
+
+def test_watchdog_counts_a_frozen_source_as_a_drop_and_reconnects(caplog):
+    caplog.set_level(logging.WARNING, logger="pvtseg.runtime.sources")
+    thaw = threading.Event()
+    cams = []
+
+    def factory(spec):
+        cams.append(FreezingCam(len(cams), 5 if not cams else 10 ** 6, thaw))
+        return cams[-1]
+
+    t0 = time.monotonic()
+    try:
+        with FrameSource("rtsp://127.0.0.1:8554/cam", capture_factory=factory, stall_timeout=0.5,
+                         backoff_initial=0.05) as src:
+            sessions = set()
+            while 1 not in sessions and time.monotonic() - t0 < 20:
+                sessions.add(int(src.read(timeout=10)[0, 0, 0]))
+            assert sessions == {0, 1} and src.stalls == 1 and src.reconnects == 1
+            took = time.monotonic() - t0
+            assert 0.5 < took < 5, took  # the watchdog's 0.5 s + one 0.05 s backoff, not a hang
+            assert not cams[0].released  # its read is still blocked; the abandoned thread owns it
+            thaw.set()  # the frozen read returns at last (close() would wait for it)
+    finally:
+        thaw.set()
+    deadline = time.monotonic() + 5
+    while not cams[0].released and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cams[0].released  # released by its own thread once the read returned
+    assert re.search(r"stalled: no new frame for 0\.\d s \(watchdog 0\.5 s\)", caplog.text)
+    assert "dropped; reconnecting in 0.05 s (attempt 1)" in caplog.text
+
+
+def test_stall_without_reconnect_ends_the_source():
+    thaw = threading.Event()
+    try:
+        src = FrameSource("0", capture_factory=lambda s: FreezingCam(0, 2, thaw), stall_timeout=0.3,
+                          reconnect=False)
+        frames = list(src)
+        assert len(frames) == 2 and src.stalls == 1 and src.reconnects == 0
+        thaw.set()
+        src.close()
+    finally:
+        thaw.set()
+
+
+def _corrupt_video(path, n=100):
+    """An mp4 whose bytes 30%..40% are overwritten with noise (seeded: the same file every run)."""
+    video = write_video(path, n=n, h=96, w=128)
+    data = bytearray(video.read_bytes())
+    a, b = int(len(data) * 0.3), int(len(data) * 0.4)
+    data[a:b] = np.random.default_rng(0).integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    video.write_bytes(bytes(data))
+    return video
+
+
+def test_corrupt_middle_of_a_file_is_skipped_and_reported(tmp_path):
+    import cv2
+
+    video = _corrupt_video(tmp_path / "c.mp4")
+    # Reference: OpenCV itself, read the naive way (stop at the first failure) and past the failures.
+    cap = cv2.VideoCapture(str(video))
+    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    oks = [cap.read()[0] for _ in range(declared)]
+    cap.release()
+    naive = oks.index(False)
+    assert declared == 100 and naive < 60 and sum(oks) > naive  # frames exist after the bad stretch
+
+    with FrameSource(str(video)) as src:
+        got = list(src)
+    assert len(got) == sum(oks) and src.decode_errors == declared - sum(oks)
+    assert src.incomplete == (f"read {sum(oks)} of the 100 frames {video} declares "
+                              f"({declared - sum(oks)} could not be decoded)")
+
+
+def test_intact_file_is_not_reported(tmp_path):
+    with FrameSource(str(write_video(tmp_path / "v.mp4", n=12))) as src:
+        assert len(list(src)) == 12
+    assert src.decode_errors == 0 and src.incomplete is None
+
+
+def test_stream_open_timeout_is_bounded():
+    """A server that accepts the connection and never answers (FFmpeg's default wait: 30 s)."""
+    import inspect
+    import socket
+
+    from pvtseg.runtime.sources import default_capture_factory
+
+    assert inspect.signature(default_capture_factory).parameters["open_timeout"].default <= 10
+    assert inspect.signature(FrameSource).parameters["open_timeout"].default <= 10
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    conns = []
+    threading.Thread(target=lambda: conns.append(srv.accept()), daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(SourceError, match="cannot open source rtsp://127.0.0.1"):
+            FrameSource(f"rtsp://127.0.0.1:{srv.getsockname()[1]}/cam", open_timeout=1.5)
+    finally:
+        srv.close()
+    took = time.monotonic() - t0
+    assert conns and 1.0 < took < 6, took  # it did connect, then gave up after ~1.5 s

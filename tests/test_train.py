@@ -49,7 +49,7 @@ def test_overfits_four_frames(tmp_path):
     # evaluated on the same 4 frames at full label resolution (360x480)
     assert final["val_pixel_acc"] > 0.90, final
     assert recs[0]["loss"] > 3 * final["loss"]
-    ck = torch.load(out / "last.pth", weights_only=False)
+    ck = torch.load(out / "last.pth", weights_only=True)
     assert ck["global_iter"] == 100 and (out / "best.pth").is_file()
     assert "val mIoU" in (out / "train.log").read_text()
     print(f"overfit: pixel acc {final['val_pixel_acc']:.3f} in {time.time() - t0:.0f} s")
@@ -78,7 +78,7 @@ def test_resume_restores_exact_state(tmp_path):
     for _ in range(4):  # crosses an epoch boundary (3 it/epoch)
         a.step()
     a.save()
-    saved_opt = torch.load(out / "last.pth", weights_only=False)["optimizer"]
+    saved_opt = torch.load(out / "last.pth", weights_only=True)["optimizer"]
     saved_sched = dict(a.scheduler.state_dict())
     loss_a = a.step()  # the uninterrupted run's 5th step
 
@@ -101,13 +101,13 @@ def test_cli_stop_after_then_resume_finishes(tmp_path):
             "--crop", "32", "32", "--batch", "2", "--iters", "6", "--val-every", "0", "--val-frames", "2",
             "--threads", "1", "--no-progress", "--ckpt-every-min", "0"]
     assert T.main(base + ["--stop-after", "3"]) == 0
-    ck = torch.load(out / "last.pth", weights_only=False)
+    ck = torch.load(out / "last.pth", weights_only=True)
     assert ck["global_iter"] == 3 and ck["epoch"] == 1 and ck["iter_in_epoch"] == 1
     assert "paused" in (out / "train.log").read_text()
     # a second start without --resume must not silently overwrite the run
     assert T.main(base) == 2
     assert T.main(base + ["--resume"]) == 0
-    ck = torch.load(out / "last.pth", weights_only=False)
+    ck = torch.load(out / "last.pth", weights_only=True)
     assert ck["global_iter"] == 6
     assert ck["scheduler"]["last_iter"] == 6 and ck["scheduler"]["last_iter"] / ck["scheduler"]["total_iters"] == 1
     for key in ("model", "optimizer", "scheduler", "scaler", "ema", "rng", "epoch", "best_miou"):
@@ -255,6 +255,70 @@ def test_ship_model_writes_weights_and_sidecar(tmp_path):
 
     assert m["checkpoint_sha256"] == hashlib.sha256(pth.read_bytes()).hexdigest()
     sd = torch.load(pth, weights_only=True)
-    ck = torch.load(out / "last.pth", weights_only=False)
+    ck = torch.load(out / "last.pth", weights_only=True)
     assert all(torch.equal(sd[k], v) for k, v in ck["ema"]["module"].items())  # EMA weights shipped
     create_model("pvt_v2_b0_segformer", num_classes=11).load_state_dict(sd)
+
+
+# ---------------------------------------------------------------------------------------------
+# your own data: classes travel, fine-tuning across class counts
+
+
+@needs_camvid
+def test_generic_folder_run_records_its_classes_and_export_takes_them(tmp_path):
+    import onnxruntime as ort
+
+    import _tiny_datasets as TD
+    from pvtseg import meta
+    from pvtseg.export import cli as export_cli
+    from pvtseg.models import create_model
+
+    data = TD.make_generic(tmp_path / "mine", 2, 1)
+    out = tmp_path / "run"
+    assert T.main(["--data", str(data), "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--base-size", "64", "64",
+                   "--crop", "64", "64", "--batch", "2", "--iters", "1", "--val-frames", "1", "--threads", "1",
+                   "--no-progress"]) == 0
+    log = (out / "train.log").read_text()
+    assert "data: generic layout" in log and "start: model pvt_v2_b0_segformer, 5 classes" in log
+    ck = torch.load(out / "last.pth", weights_only=True)  # plain containers only
+    assert ck["classes"] == {"names": TD.MERGED_NAMES, "palette": TD.MERGED_PALETTE, "ignore_index": 255}
+    assert ck["dataset"]["layout"] == "generic" and ck["model"]["head.linear_pred.weight"].shape[0] == 5
+
+    # export with neither --model nor --num-classes nor --sidecar: the checkpoint names them
+    base = tmp_path / "export" / "mine"
+    assert export_cli.main(["--checkpoint", str(out / "last.pth"), "--out", str(base), "--height", "64",
+                            "--width", "64", "--formats", "onnx", "--no-verify"]) == 0
+    m = meta.read(base.with_suffix(".onnx"))
+    assert (m["arch"], m["num_classes"]) == ("pvt_v2_b0_segformer", 5)
+    assert m["class_names"] == TD.MERGED_NAMES and m["palette"] == TD.MERGED_PALETTE
+    # ... and the graph holds the trained weights: ONNX Runtime agrees with the checkpoint in PyTorch
+    model = create_model("pvt_v2_b0_segformer", num_classes=5, output="logits").eval()
+    model.load_state_dict(ck["model"])
+    x = torch.randn(1, 3, 64, 64)
+    sess = ort.InferenceSession(str(base.with_suffix(".onnx")), providers=["CPUExecutionProvider"])
+    labels = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        ref = model(x).argmax(1).numpy()
+    assert (labels == ref).mean() > 0.99
+
+
+@needs_camvid
+def test_init_from_a_head_with_another_class_count_drops_it(tmp_path):
+    import _tiny_datasets as TD
+
+    common = ["--base-size", "64", "64", "--crop", "32", "32", "--batch", "2", "--iters", "2", "--val-every", "0"]
+    a = T.Trainer(_args(tmp_path / "a", make_synth_camvid(tmp_path / "camvid", n=2, h=64, w=64), *common))
+    a.step()
+    a.save()
+    b = T.Trainer(_args(tmp_path / "b", TD.make_generic(tmp_path / "mine", 2, 1), *common,
+                        "--init-from", str(tmp_path / "a" / "last.pth")))
+    log = (tmp_path / "b" / "train.log").read_text()
+    assert "predicts 11 classes, this run 5 (generic classes): its final classification layer is dropped" in log
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    kept = [k for k in sa if not k.startswith("head.linear_pred.")]
+    assert len(kept) > 100 and all(torch.equal(sa[k], sb[k]) for k in kept)
+    assert sb["head.linear_pred.weight"].shape[0] == 5 and b.criterion.ignore_index == 255
+    # a resume of this 5-class run on the 11-class data is refused, naming both class lists
+    b.save()
+    with pytest.raises(T.CheckpointError, match="was trained on classes"):
+        T.Trainer(_args(tmp_path / "b", tmp_path / "camvid", *common, "--resume"))

@@ -1,5 +1,6 @@
-// Internal: the one interface every backend implements, plus shared CPU helpers.
-// Only segmenter.cpp and the backend_*.cpp files include this; it is not installed.
+// Internal: the one interface every backend implements, plus the CPU image stages that
+// every backend shares (preprocess, and the output contract's postprocess).
+// Only the library's own sources (and the ctest driver) include this; it is not installed.
 #pragma once
 
 #include <chrono>
@@ -25,15 +26,24 @@ class Logger {
   LogCallback cb_;
 };
 
+// What a backend hands back for one frame: the network's raw output, at the network's
+// output size. The Segmenter applies the output contract (postprocess below).
+struct NetOutput {
+  bool is_logits = false;
+  cv::Mat labels;     // labels kind: CV_8UC1, h x w class ids
+  cv::Mat logits;     // logits kind: CV_32FC1, (channels * h) x w: one h x w plane per class
+  int channels = 0;   // logits kind: the class count
+  int height = 0, width = 0;
+};
+
 class BackendImpl {
  public:
   virtual ~BackendImpl() = default;
   virtual std::string device_name() const = 0;
-  // bgr: CV_8UC3, any size (already checked by the Segmenter). labels: CV_8UC1 class ids
-  // at the network's output size (the sidecar's input size for stride-1 outputs); the
-  // Segmenter resizes them back to the frame. Adds this stage's time to t.pre_ms,
-  // t.infer_ms and t.post_ms. Throws Error.
-  virtual void run(const cv::Mat& bgr, cv::Mat& labels, Timings& t) = 0;
+  // bgr: CV_8UC3, any size (already checked by the Segmenter). Fills out with the network
+  // output (already checked against the sidecar at load). Adds this stage's time to
+  // t.pre_ms, t.infer_ms and t.post_ms. Throws Error.
+  virtual void run(const cv::Mat& bgr, NetOutput& out, Timings& t) = 0;
 };
 
 std::unique_ptr<BackendImpl> make_libtorch_backend(const ModelMeta& meta, const SegmenterOptions& opt,
@@ -46,13 +56,20 @@ std::unique_ptr<BackendImpl> make_tensorrt_backend(const ModelMeta& meta, const 
 // `resized` is scratch space kept by the caller between frames.
 void preprocess_cpu(const cv::Mat& bgr, const InputSpec& in, cv::Mat& resized, float* dst);
 
-// logits (C planes of h*w floats) -> uint8 argmax (first maximum wins, like torch.argmax).
-void argmax_planes(const float* logits, int channels, int height, int width, uchar* out);
+// The output contract (python/pvtseg/runtime/segmenter.py postprocess):
+//  - labels: resized to `frame` with cv::INTER_NEAREST;
+//  - logits: each class plane resized to `frame` with cv::INTER_LINEAR (half-pixel centres,
+//    align_corners=False), running max / argmax over the classes, first maximum wins.
+// `best` is scratch space kept by the caller between frames.
+void postprocess(const NetOutput& net, cv::Size frame, cv::Mat& labels, cv::Mat& best);
 
 using Clock = std::chrono::steady_clock;
 inline double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
+
+// The first line of an exception message (LibTorch's carry C++ stack traces after it).
+std::string first_line(const std::string& what);
 
 }  // namespace detail
 }  // namespace pvtseg

@@ -13,6 +13,8 @@ const char* to_string(ErrorCode code) noexcept {
     case ErrorCode::kModelLoadFailed: return "model_load_failed";
     case ErrorCode::kInferenceFailed: return "inference_failed";
     case ErrorCode::kInvalidArgument: return "invalid_argument";
+    case ErrorCode::kSidecarMismatch: return "sidecar_mismatch";
+    case ErrorCode::kEngineBuildFailed: return "engine_build_failed";
   }
   return "unknown";
 }

@@ -1,11 +1,15 @@
 // Sidecar reading and validation: the same rules as python/pvtseg/meta.py.
 #include "pvtseg/meta.hpp"
 
+#include <cmath>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
+#include "engine_cache.hpp"
 #include "pvtseg/error.hpp"
 
 namespace pvtseg {
@@ -54,14 +58,28 @@ std::string optional_string(const json& obj, const char* key) {
   return it->dump();
 }
 
-std::array<double, 3> three_numbers(const json& v, const std::string& where, const std::string& name) {
+std::array<double, 3> three_finite(const json& v, const std::string& where, const std::string& name) {
   require(v.is_array() && v.size() == 3, where, name + " must be 3 numbers");
   std::array<double, 3> out{};
   for (size_t i = 0; i < 3; ++i) {
     require(v[i].is_number(), where, name + " must be 3 numbers");
     out[i] = v[i].get<double>();
+    require(std::isfinite(out[i]), where, name + " must be finite, got " + v.dump());
   }
   return out;
+}
+
+std::string non_empty_string(const json& v, const std::string& where, const std::string& name) {
+  require(v.is_string() && !v.get<std::string>().empty(), where, name + " must be a non-empty string");
+  return v.get<std::string>();
+}
+
+bool one_of(const json& v, std::initializer_list<const char*> allowed) {
+  if (!v.is_string()) return false;
+  for (const char* a : allowed) {
+    if (v.get<std::string>() == a) return true;
+  }
+  return false;
 }
 
 // "sm_87", "8.7", "87", "10.3.0.26" -> numeric parts.
@@ -110,118 +128,199 @@ std::string sidecar_path(const std::string& artifact) {
   return artifact.substr(0, dot) + ".json";
 }
 
-ModelMeta parse_meta(const std::string& json_text, const std::string& where) {
-  json j;
-  try {
-    j = json::parse(json_text);
-  } catch (const json::exception& e) {
-    throw Error(ErrorCode::kBadSidecar, where + ": cannot parse JSON (" + e.what() + ").", kRegenerate);
+namespace {
+
+void parse_classes(const json& j, const std::string& where, ModelMeta& m) {
+  const json& n = j["num_classes"];
+  require(is_int(n) && n.get<long long>() >= 1 && n.get<long long>() <= 255, where,
+          "num_classes must be an int in 1..255, got " + n.dump());
+  m.num_classes = n.get<int>();
+
+  const json& names = j["class_names"];
+  require(names.is_array() && static_cast<int>(names.size()) == m.num_classes, where,
+          "class_names must list " + std::to_string(m.num_classes) + " names");
+  for (const auto& s : names) {
+    require(s.is_string(), where, "class_names must be strings");
+    m.class_names.push_back(s.get<std::string>());
   }
+
+  const json& pal = j["palette"];
+  const std::string pal_msg = "palette must be " + std::to_string(m.num_classes) + " [r, g, b] triples of ints 0..255";
+  require(pal.is_array() && static_cast<int>(pal.size()) == m.num_classes, where, pal_msg);
+  for (const auto& c : pal) {
+    require(c.is_array() && c.size() == 3, where, pal_msg);
+    cv::Vec3b rgb;
+    for (int k = 0; k < 3; ++k) {
+      require(is_int(c[k]) && c[k].get<int>() >= 0 && c[k].get<int>() <= 255, where, pal_msg);
+      rgb[k] = static_cast<uchar>(c[k].get<int>());
+    }
+    m.palette.push_back(rgb);
+  }
+}
+
+// input.dynamic: null, or {"batch"|"height"|"width": [min, max]} with 0 < min <= max.
+void parse_dynamic(const json& dyn, const std::string& where, InputSpec& in) {
+  if (dyn.is_null()) return;
+  require(dyn.is_object(), where, "input.dynamic must be null or an object");
+  in.dynamic = true;
+  for (auto it = dyn.begin(); it != dyn.end(); ++it) {
+    const std::string axis = it.key();
+    const json& r = it.value();
+    require(axis == "batch" || axis == "height" || axis == "width", where,
+            "input.dynamic has unknown axis '" + axis + "'");
+    require(r.is_array() && r.size() == 2 && is_int(r[0]) && is_int(r[1]) && r[0].get<long long>() > 0 &&
+                r[0].get<long long>() <= r[1].get<long long>() && r[1].get<long long>() <= 1 << 16,
+            where, "input.dynamic." + axis + " must be [min, max] with 0 < min <= max, got " + r.dump());
+    const std::array<int, 2> range{{r[0].get<int>(), r[1].get<int>()}};
+    (axis == "batch" ? in.dynamic_batch : axis == "height" ? in.dynamic_height : in.dynamic_width) = range;
+  }
+  for (const auto& [axis, range, size] : {std::make_tuple("height", in.dynamic_height, in.height),
+                                          std::make_tuple("width", in.dynamic_width, in.width)}) {
+    require(range[1] == 0 || (range[0] <= size && size <= range[1]), where,
+            std::string("input.") + axis + " " + std::to_string(size) + " is outside input.dynamic." + axis + " [" +
+                std::to_string(range[0]) + ", " + std::to_string(range[1]) + "]");
+  }
+}
+
+void parse_input(const json& j, const std::string& where, InputSpec& in) {
+  const json& v = j["input"];
+  require(v.is_object(), where, "'input' must be an object");
+  for (const char* key : {"name", "height", "width", "mean", "std", "layout", "channel_order"}) {
+    field(v, key, where, "input.");
+  }
+  in.name = non_empty_string(v["name"], where, "input.name");
+  for (const char* key : {"height", "width"}) {
+    const json& d = v[key];
+    require(is_int(d) && d.get<long long>() > 0 && d.get<long long>() % 32 == 0 && d.get<long long>() <= 1 << 16,
+            where, std::string("input.") + key + " must be a positive multiple of 32, got " + d.dump());
+  }
+  in.height = v["height"].get<int>();
+  in.width = v["width"].get<int>();
+  in.mean = three_finite(v["mean"], where, "input.mean");
+  in.std = three_finite(v["std"], where, "input.std");
+  for (double s : in.std) require(s > 0.0, where, "input.std must be positive, got " + v["std"].dump());
+  require(v["layout"] == "NCHW", where, "input.layout must be NCHW");
+  require(one_of(v["channel_order"], {"RGB", "BGR"}), where, "input.channel_order must be RGB or BGR");
+  in.layout = "NCHW";
+  in.channel_order = v["channel_order"].get<std::string>();
+  if (v.contains("dtype") && !v["dtype"].is_null()) {
+    require(one_of(v["dtype"], {"float32", "float16"}), where, "input.dtype must be float32 or float16");
+    in.dtype = v["dtype"].get<std::string>();
+  }
+  parse_dynamic(v.contains("dynamic") ? v["dynamic"] : json(), where, in);
+}
+
+void parse_output(const json& j, const std::string& where, OutputSpec& out) {
+  const json& v = j["output"];
+  require(v.is_object(), where, "'output' must be an object");
+  for (const char* key : {"name", "kind", "dtype", "stride"}) field(v, key, where, "output.");
+  out.name = non_empty_string(v["name"], where, "output.name");
+  require(one_of(v["kind"], {"labels", "logits"}), where, "output.kind must be one of labels, logits");
+  out.kind = v["kind"].get<std::string>();
+  require(one_of(v["dtype"], {"uint8", "int32", "int64", "float32", "float16"}), where,
+          "output.dtype must be one of uint8, int32, int64, float32, float16");
+  out.dtype = v["dtype"].get<std::string>();
+  require(is_int(v["stride"]) && (v["stride"] == 1 || v["stride"] == 4), where,
+          "output.stride must be 1 (input size) or 4");
+  out.stride = v["stride"].get<int>();
+  if (out.kind == "labels") {
+    require(out.dtype == "uint8" || out.dtype == "int32" || out.dtype == "int64", where,
+            "output.dtype must be an integer type when output.kind is labels");
+  } else {
+    require(out.dtype == "float32" || out.dtype == "float16", where,
+            "output.dtype must be float32 or float16 when output.kind is logits");
+  }
+}
+
+void parse_top(const json& j, const std::string& where, ModelMeta& m) {
+  for (const char* key : {"schema_version", "arch", "num_classes", "class_names", "palette", "input", "output",
+                          "precision"}) {
+    field(j, key, where);
+  }
+  const json& sv = j["schema_version"];
+  require(is_int(sv) && sv.get<int>() == kSchemaVersion, where,
+          "schema_version " + sv.dump() + " is not supported (this pvtseg reads " + std::to_string(kSchemaVersion) +
+              ")");
+  m.schema_version = sv.get<int>();
+  require(j["arch"].is_string(), where, "arch must be a string");
+  m.arch = j["arch"].get<std::string>();
+  require(one_of(j["precision"], {"fp32", "fp16", "int8"}), where, "precision must be one of fp32, fp16, int8");
+  m.precision = j["precision"].get<std::string>();
+  if (j.contains("batch") && !j["batch"].is_null()) {
+    require(is_int(j["batch"]) && j["batch"].get<long long>() >= 1, where, "batch must be an int >= 1");
+    m.batch = j["batch"].get<int>();
+  }
+  m.pvtseg_version = optional_string(j, "pvtseg_version");
+  m.checkpoint_sha256 = optional_string(j, "checkpoint_sha256");
+  m.tensorrt_version = optional_string(j, "tensorrt_version");
+  m.compute_capability = optional_string(j, "compute_capability");
+}
+
+json parse_json(const std::string& text, const std::string& where) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    // JSON has no NaN / Infinity; Python's json.dumps writes them for non-finite floats.
+    const bool non_finite = text.find("NaN") != std::string::npos || text.find("Infinity") != std::string::npos;
+    throw Error(ErrorCode::kBadSidecar,
+                where + ": cannot parse JSON (" + e.what() + ")" +
+                    (non_finite ? "; it holds a non-finite number (NaN / Infinity), e.g. in input.mean / std." : "."),
+                kRegenerate);
+  }
+}
+
+}  // namespace
+
+ModelMeta parse_meta(const std::string& json_text, const std::string& where) {
+  const json j = parse_json(json_text, where);
   require(j.is_object(), where, "top level must be a JSON object");
   ModelMeta m;
   try {
-    for (const char* key : {"schema_version", "arch", "num_classes", "class_names", "palette", "input", "output",
-                            "precision"}) {
-      field(j, key, where);
-    }
-    const json& sv = j["schema_version"];
-    require(is_int(sv) && sv.get<int>() == kSchemaVersion, where,
-            "schema_version " + sv.dump() + " is not supported (this pvtseg reads " + std::to_string(kSchemaVersion) +
-                ")");
-    m.schema_version = sv.get<int>();
-    require(j["arch"].is_string(), where, "arch must be a string");
-    m.arch = j["arch"].get<std::string>();
-
-    const json& n = j["num_classes"];
-    require(is_int(n) && n.get<long long>() >= 1 && n.get<long long>() <= 255, where,
-            "num_classes must be an int in 1..255, got " + n.dump());
-    m.num_classes = n.get<int>();
-
-    const json& names = j["class_names"];
-    require(names.is_array() && static_cast<int>(names.size()) == m.num_classes, where,
-            "class_names must list " + std::to_string(m.num_classes) + " names");
-    for (const auto& s : names) {
-      require(s.is_string(), where, "class_names must be strings");
-      m.class_names.push_back(s.get<std::string>());
-    }
-
-    const json& pal = j["palette"];
-    const std::string pal_msg =
-        "palette must be " + std::to_string(m.num_classes) + " [r, g, b] triples of ints 0..255";
-    require(pal.is_array() && static_cast<int>(pal.size()) == m.num_classes, where, pal_msg);
-    for (const auto& c : pal) {
-      require(c.is_array() && c.size() == 3, where, pal_msg);
-      cv::Vec3b rgb;
-      for (int k = 0; k < 3; ++k) {
-        require(is_int(c[k]) && c[k].get<int>() >= 0 && c[k].get<int>() <= 255, where, pal_msg);
-        rgb[k] = static_cast<uchar>(c[k].get<int>());
-      }
-      m.palette.push_back(rgb);
-    }
-
-    const json& in = j["input"];
-    require(in.is_object(), where, "'input' must be an object");
-    for (const char* key : {"name", "height", "width", "mean", "std", "layout", "channel_order"}) {
-      field(in, key, where, "input.");
-    }
-    require(in["name"].is_string(), where, "input.name must be a string");
-    m.input.name = in["name"].get<std::string>();
-    for (const char* key : {"height", "width"}) {
-      const json& v = in[key];
-      require(is_int(v) && v.get<long long>() > 0 && v.get<long long>() % 32 == 0 && v.get<long long>() <= 1 << 16,
-              where, std::string("input.") + key + " must be a positive multiple of 32, got " + v.dump());
-    }
-    m.input.height = in["height"].get<int>();
-    m.input.width = in["width"].get<int>();
-    m.input.mean = three_numbers(in["mean"], where, "input.mean");
-    m.input.std = three_numbers(in["std"], where, "input.std");
-    for (double s : m.input.std) require(s > 0.0, where, "input.std must be positive");
-    require(in["layout"] == "NCHW", where, "input.layout must be NCHW");
-    require(in["channel_order"] == "RGB" || in["channel_order"] == "BGR", where,
-            "input.channel_order must be RGB or BGR");
-    m.input.layout = "NCHW";
-    m.input.channel_order = in["channel_order"].get<std::string>();
-    if (in.contains("dtype") && in["dtype"].is_string()) m.input.dtype = in["dtype"].get<std::string>();
-    if (in.contains("dynamic") && !in["dynamic"].is_null()) {
-      require(in["dynamic"].is_object(), where, "input.dynamic must be null or an object");
-      m.input.dynamic = true;
-    }
-
-    const json& out = j["output"];
-    require(out.is_object(), where, "'output' must be an object");
-    for (const char* key : {"name", "kind", "dtype", "stride"}) field(out, key, where, "output.");
-    require(out["name"].is_string(), where, "output.name must be a string");
-    m.output.name = out["name"].get<std::string>();
-    require(out["kind"] == "labels" || out["kind"] == "logits", where, "output.kind must be one of labels, logits");
-    m.output.kind = out["kind"].get<std::string>();
-    const json& dt = out["dtype"];
-    require(dt == "uint8" || dt == "int32" || dt == "int64" || dt == "float32" || dt == "float16", where,
-            "output.dtype must be one of uint8, int32, int64, float32, float16");
-    m.output.dtype = dt.get<std::string>();
-    require(is_int(out["stride"]) && (out["stride"] == 1 || out["stride"] == 4), where,
-            "output.stride must be 1 (input size) or 4");
-    m.output.stride = out["stride"].get<int>();
-    if (m.output.kind == "labels") {
-      require(m.output.dtype == "uint8" || m.output.dtype == "int32" || m.output.dtype == "int64", where,
-              "output.dtype must be an integer type when output.kind is labels");
-    } else {
-      require(m.output.dtype == "float32" || m.output.dtype == "float16", where,
-              "output.dtype must be float32 or float16 when output.kind is logits");
-    }
-
-    const json& prec = j["precision"];
-    require(prec == "fp32" || prec == "fp16" || prec == "int8", where, "precision must be one of fp32, fp16, int8");
-    m.precision = prec.get<std::string>();
-
-    m.pvtseg_version = optional_string(j, "pvtseg_version");
-    m.checkpoint_sha256 = optional_string(j, "checkpoint_sha256");
-    m.tensorrt_version = optional_string(j, "tensorrt_version");
-    m.compute_capability = optional_string(j, "compute_capability");
+    parse_top(j, where, m);
+    parse_classes(j, where, m);
+    parse_input(j, where, m.input);
+    parse_output(j, where, m.output);
   } catch (const json::exception& e) {  // a type error the checks above did not foresee
     throw Error(ErrorCode::kBadSidecar, where + ": " + e.what() + ".", kRegenerate);
   }
   return m;
 }
+
+namespace {
+
+std::string file_name(const std::string& path) {
+  const size_t slash = path.find_last_of("/\\");
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// meta.py check_artifact: when the sidecar records {"bytes", "sha256"} for this file under
+// "artifacts", the file must match (an export interrupted, or still running, or a graph
+// from another export copied beside the sidecar). Files it does not list pass.
+void check_artifact(const std::string& artifact, const std::string& json_text, const std::string& where) {
+  const json j = json::parse(json_text);
+  const auto listed = j.find("artifacts");
+  if (listed == j.end() || !listed->is_object()) return;
+  const auto entry = listed->find(file_name(artifact));
+  if (entry == listed->end() || !entry->is_object()) return;
+  std::ifstream f(artifact, std::ios::binary | std::ios::ate);
+  if (!f) return;
+  const long long size = static_cast<long long>(f.tellg());
+  const auto bytes = entry->find("bytes");
+  const auto sha = entry->find("sha256");
+  const bool same = bytes != entry->end() && bytes->is_number_integer() && bytes->get<long long>() == size &&
+                    sha != entry->end() && sha->is_string() && sha->get<std::string>() == detail::sha256_file(artifact);
+  if (!same) {
+    throw Error(ErrorCode::kSidecarMismatch,
+                artifact + " does not match its sidecar " + where + " (" + std::to_string(size) +
+                    " bytes; the sidecar describes " + (bytes != entry->end() ? bytes->dump() : std::string("?")) +
+                    " bytes with another sha256): the file was truncated or replaced, or an export into this folder "
+                    "was interrupted or is still running.",
+                "Re-export the model with `pvtseg export` (or, if you changed the file on purpose, remove its entry "
+                "under 'artifacts' in the sidecar).");
+  }
+}
+
+}  // namespace
 
 ModelMeta read_meta(const std::string& artifact_or_json) {
   const std::string path = sidecar_path(artifact_or_json);
@@ -233,7 +332,9 @@ ModelMeta read_meta(const std::string& artifact_or_json) {
   }
   std::ostringstream ss;
   ss << f.rdbuf();
-  return parse_meta(ss.str(), path);
+  ModelMeta m = parse_meta(ss.str(), path);
+  if (path != artifact_or_json) check_artifact(artifact_or_json, ss.str(), path);
+  return m;
 }
 
 void check_engine_compatibility(const ModelMeta& meta, const std::string& running_tensorrt_version,

@@ -61,53 +61,6 @@ bool backend_compiled(Backend b) noexcept {
 
 namespace detail {
 
-void preprocess_cpu(const cv::Mat& bgr, const InputSpec& in, cv::Mat& resized, float* dst) {
-  const cv::Size size(in.width, in.height);
-  if (bgr.size() == size) {
-    resized = bgr;
-  } else {
-    cv::resize(bgr, resized, size, 0, 0, cv::INTER_LINEAR);
-  }
-  // The Python runtime's float32 arithmetic, x * scale + bias, tabulated per channel.
-  const Normalization norm = normalization(in);
-  float lut[3][256];
-  for (int c = 0; c < 3; ++c) {
-    for (int v = 0; v < 256; ++v) {
-      const float scaled = static_cast<float>(v) * norm.scale[c];
-      lut[c][v] = scaled + norm.bias[c];
-    }
-  }
-  const bool rgb = in.channel_order == "RGB";
-  const size_t plane = static_cast<size_t>(in.height) * in.width;
-  float* out[3] = {dst, dst + plane, dst + 2 * plane};
-  // model channel c reads BGR channel src[c]
-  const int src[3] = {rgb ? 2 : 0, 1, rgb ? 0 : 2};
-  for (int y = 0; y < in.height; ++y) {
-    const uchar* p = resized.ptr<uchar>(y);
-    const size_t row = static_cast<size_t>(y) * in.width;
-    for (int x = 0; x < in.width; ++x, p += 3) {
-      out[0][row + x] = lut[0][p[src[0]]];
-      out[1][row + x] = lut[1][p[src[1]]];
-      out[2][row + x] = lut[2][p[src[2]]];
-    }
-  }
-}
-
-void argmax_planes(const float* logits, int channels, int height, int width, uchar* out) {
-  const size_t plane = static_cast<size_t>(height) * width;
-  std::vector<float> best(logits, logits + plane);
-  std::fill(out, out + plane, uchar(0));
-  for (int c = 1; c < channels; ++c) {
-    const float* p = logits + c * plane;
-    for (size_t i = 0; i < plane; ++i) {
-      if (p[i] > best[i]) {
-        best[i] = p[i];
-        out[i] = static_cast<uchar>(c);
-      }
-    }
-  }
-}
-
 #ifndef PVTSEG_WITH_LIBTORCH
 std::unique_ptr<BackendImpl> make_libtorch_backend(const ModelMeta&, const SegmenterOptions& opt, const Logger&) {
   throw Error(ErrorCode::kBackendUnavailable,
@@ -120,7 +73,8 @@ std::unique_ptr<BackendImpl> make_libtorch_backend(const ModelMeta&, const Segme
 #ifndef PVTSEG_WITH_TENSORRT
 std::unique_ptr<BackendImpl> make_tensorrt_backend(const ModelMeta&, const SegmenterOptions& opt, const Logger&) {
   throw Error(ErrorCode::kBackendUnavailable,
-              "this pvtseg was built without the TensorRT backend, so it cannot run the engine " + opt.model_path + ".",
+              "this pvtseg was built without the TensorRT backend, so it cannot run " + opt.model_path +
+                  " (.engine and .onnx files run on TensorRT).",
               "Rebuild pvtseg where TensorRT and CUDA are installed (NvInfer.h + libnvinfer found; "
               "-DPVTSEG_WITH_TENSORRT=ON), or run the TorchScript export (.ts) with the LibTorch backend.");
 }
@@ -144,15 +98,31 @@ Backend backend_for(const SegmenterOptions& opt) {
   const std::string ext = lower_extension(opt.model_path);
   if (ext == ".engine" || ext == ".plan" || ext == ".trt") return Backend::kTensorRT;
   if (ext == ".ts" || ext == ".pt" || ext == ".torchscript") return Backend::kLibTorch;
-  if (ext == ".onnx") {
-    throw Error(ErrorCode::kBackendUnavailable,
-                opt.model_path + " is ONNX; the C++ runtime reads TorchScript (.ts) and TensorRT engines (.engine).",
-                "Build an engine from it with `python python/build_engine.py --onnx " + opt.model_path +
-                    " --engine X.engine`, or export TorchScript with `pvtseg export --formats torchscript`.");
-  }
+  if (ext == ".onnx") return Backend::kTensorRT;  // built into a cached engine (or refused without TensorRT)
   throw Error(ErrorCode::kInvalidArgument,
               "cannot tell the backend from the file name " + opt.model_path + " (extension '" + ext + "').",
-              "Use a .ts (TorchScript) or .engine (TensorRT) file, or set SegmenterOptions::backend.");
+              "Use a .ts (TorchScript), .engine or .onnx (TensorRT) file, or set SegmenterOptions::backend.");
+}
+
+void check_backend_accepts(Backend backend, const SegmenterOptions& opt) {
+  if (backend == Backend::kLibTorch && lower_extension(opt.model_path) == ".onnx") {
+    throw Error(ErrorCode::kInvalidArgument, "the LibTorch backend reads TorchScript, not ONNX (" + opt.model_path + ").",
+                "Export TorchScript with `pvtseg export --formats torchscript`, or open the .onnx with the "
+                "TensorRT backend (it builds and caches an engine).");
+  }
+}
+
+// A labels model whose ids reach num_classes disagrees with its sidecar (finding: a sidecar
+// saying 5 classes on an 11-class graph): refuse rather than index palettes out of range.
+void check_label_range(const cv::Mat& labels, const ModelMeta& meta, const std::string& path) {
+  double max_id = 0;
+  cv::minMaxLoc(labels, nullptr, &max_id);
+  if (max_id >= meta.num_classes) {
+    throw Error(ErrorCode::kSidecarMismatch,
+                path + " returned class id " + std::to_string(static_cast<int>(max_id)) + " but its sidecar says " +
+                    std::to_string(meta.num_classes) + " classes.",
+                "Use the .json written together with this artifact (pvtseg export writes both), or re-export both.");
+  }
 }
 
 }  // namespace
@@ -162,9 +132,11 @@ struct Segmenter::Impl {
   Backend backend = Backend::kAuto;
   std::unique_ptr<detail::BackendImpl> impl;
   detail::Logger log;
+  std::string model_path;
   Timings timings;
-  cv::Mat converted;     // gray/BGRA -> BGR
-  cv::Mat model_labels;  // at the network's output size
+  cv::Mat converted;       // gray/BGRA -> BGR
+  detail::NetOutput net;   // the network's output, reused across frames
+  cv::Mat best;            // logits postprocess scratch
 };
 
 Segmenter::Segmenter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -188,6 +160,8 @@ std::unique_ptr<Segmenter> Segmenter::create(const SegmenterOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->log = detail::Logger(options.log);
   impl->backend = backend_for(options);
+  check_backend_accepts(impl->backend, options);
+  impl->model_path = options.model_path;
   impl->meta = read_meta(options.model_path);
   if (options.device < 0) {
     throw Error(ErrorCode::kInvalidArgument, "device ordinal must be >= 0, got " + std::to_string(options.device) + ".",
@@ -246,14 +220,10 @@ void Segmenter::segment(const cv::Mat& frame, cv::Mat& labels) {
                   "Convert it to BGR with cv::cvtColor first.");
   }
   t.pre_ms += ms_since(t0);
-  impl_->impl->run(*bgr, impl_->model_labels, t);
+  impl_->impl->run(*bgr, impl_->net, t);
   const auto t1 = Clock::now();
-  if (impl_->model_labels.size() == frame.size()) {
-    impl_->model_labels.copyTo(labels);
-  } else {
-    // INTER_NEAREST, as the Python runtime does: identical in every OpenCV build.
-    cv::resize(impl_->model_labels, labels, frame.size(), 0, 0, cv::INTER_NEAREST);
-  }
+  if (!impl_->net.is_logits) check_label_range(impl_->net.labels, impl_->meta, impl_->model_path);
+  detail::postprocess(impl_->net, frame.size(), labels, impl_->best);
   t.post_ms += ms_since(t1);
   impl_->timings = t;
 }

@@ -48,12 +48,20 @@ class EngineError(PvtsegError, RuntimeError):
     """A TensorRT engine cannot be built or loaded (no TensorRT, no GPU, wrong version)."""
 
 
+class OperatorTableError(PvtsegError, ValueError):
+    """An onnx-tensorrt operators.md support table cannot be read."""
+
+
 class FrameError(PvtsegError, ValueError):
     """A frame handed to the runtime is not an image it can segment."""
 
 
 class SourceError(PvtsegError, RuntimeError):
     """A camera / video / stream source cannot be opened or read."""
+
+
+class SourceTimeoutError(SourceError, TimeoutError):
+    """No frame arrived within the time the caller gave FrameSource.read()."""
 
 
 class DataError(PvtsegError, ValueError):
@@ -82,3 +90,22 @@ class AccuracyGateError(QuantizationError):
 
 class RosError(PvtsegError, RuntimeError):
     """ROS 2 (rclpy / a middleware) is not usable here, or a node parameter is invalid."""
+
+
+class WriteError(PvtsegError, OSError):
+    """A file could not be written (disk full, read-only, no permission); the previous version is intact.
+
+    Constructed as WriteError(errno, message, filename): `errno` and `filename` keep the cause
+    for callers, str() is the whole one-line message.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror if self.strerror is not None else (self.args[0] if self.args else ""))
+
+
+class DiskSpaceError(WriteError):
+    """Not enough free space for what is about to be written (checked before writing)."""
+
+
+class ExportMemoryError(ExportError, MemoryError):
+    """The export would need more memory than the machine has available."""

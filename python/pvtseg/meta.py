@@ -8,6 +8,7 @@ float32 in [0, 1] -> (x - mean) / std -> NCHW. `mean`/`std` are per RGB channel 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import MetaError
+from .errors import ArtifactMismatchError, MetaError
 from .io_utils import atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -157,12 +158,63 @@ def validate(meta: Any, where: str = "sidecar") -> dict[str, Any]:
     return meta
 
 
-def write(artifact_or_json: str | os.PathLike, meta: dict[str, Any]) -> Path:
-    """Validate and write the sidecar atomically beside the artifact. Returns its path."""
+def dumps(meta: dict[str, Any]) -> str:
+    """The sidecar's text (validated), as `write` stores it."""
     validate(meta)
+    return json.dumps(meta, indent=2) + "\n"
+
+
+def write(artifact_or_json: str | os.PathLike, meta: dict[str, Any], *, digest: bool = False) -> Path:
+    """Validate and write the sidecar atomically beside the artifact. Returns its path.
+
+    `digest=True` also records the artifact's size and sha256 under `artifacts` (the file
+    must exist), so `read(artifact)` refuses another version of it; `meta` is not modified.
+    """
     path = sidecar_path(artifact_or_json)
-    atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
+    if digest:
+        meta = dict(meta)
+        meta[ARTIFACTS_KEY] = {**meta.get(ARTIFACTS_KEY, {}), Path(artifact_or_json).name:
+                               file_digest(artifact_or_json)}
+    atomic_write_text(path, dumps(meta))
     return path
+
+
+# `artifacts`: {file name: {"bytes": size, "sha256": hex}} for the graphs written with this
+# sidecar. An export writes the sidecar and its graphs as one set (io_utils.AtomicSet), but a
+# reader may look between two renames, or after a crash between them; the digest lets it
+# tell a graph from another export instead of failing later on the first frame.
+ARTIFACTS_KEY = "artifacts"
+
+
+def bytes_digest(data: bytes) -> dict[str, Any]:
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def file_digest(path: str | os.PathLike) -> dict[str, Any]:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"bytes": os.path.getsize(path), "sha256": h.hexdigest()}
+
+
+def check_artifact(artifact: str | os.PathLike, meta: dict[str, Any], where: str = "sidecar") -> None:
+    """Raise MetaError when the sidecar records a digest for `artifact` and the file differs.
+
+    Artifacts the sidecar does not list (older exports; an engine built beside the ONNX) pass.
+    """
+    listed = meta.get(ARTIFACTS_KEY)
+    entry = listed.get(Path(artifact).name) if isinstance(listed, dict) else None
+    if not isinstance(entry, dict) or not Path(artifact).is_file():
+        return
+    size = os.path.getsize(artifact)
+    same = size == entry.get("bytes") and file_digest(artifact)["sha256"] == entry.get("sha256")
+    if not same:
+        raise ArtifactMismatchError(
+            f"{artifact} does not match its sidecar {where} ({size} bytes, the sidecar describes "
+            f"{entry.get('bytes')} bytes with another sha256): the file was truncated, replaced, or an export "
+            "into this folder was interrupted or is still running. Re-export the model with `pvtseg export` "
+            f"(or, if you changed the file on purpose, remove its entry under '{ARTIFACTS_KEY}' in the sidecar).")
 
 
 def read(artifact_or_json: str | os.PathLike) -> dict[str, Any]:
@@ -176,4 +228,7 @@ def read(artifact_or_json: str | os.PathLike) -> dict[str, Any]:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MetaError(f"{path}: cannot parse JSON ({e}). Re-export the model to regenerate it.") from e
-    return validate(meta, where=str(path))
+    validate(meta, where=str(path))
+    if Path(artifact_or_json).suffix.lower() != ".json":
+        check_artifact(artifact_or_json, meta, where=str(path))
+    return meta

@@ -20,6 +20,9 @@ enum class ErrorCode {
   kModelLoadFailed,       // the artifact exists but the backend cannot load it
   kInferenceFailed,       // the backend failed while running a frame
   kInvalidArgument,       // a bad option or argument (e.g. class id out of range)
+  kSidecarMismatch,       // the sidecar disagrees with the artifact's graph / engine (I/O names,
+                          // shapes, dtypes, class count, labels vs logits)
+  kEngineBuildFailed,     // building a TensorRT engine from an .onnx failed
 };
 
 // "model_not_found", "bad_sidecar", ...: stable names for logs and tests.

@@ -20,7 +20,11 @@ struct InputSpec {
   int height = 0;
   int width = 0;
   bool dynamic = false;               // the sidecar's input.dynamic is not null
-  std::string dtype = "float32";
+  // input.dynamic's [min, max] per axis; {0, 0} for an axis it does not list.
+  std::array<int, 2> dynamic_batch{{0, 0}};
+  std::array<int, 2> dynamic_height{{0, 0}};
+  std::array<int, 2> dynamic_width{{0, 0}};
+  std::string dtype = "float32";      // float32 | float16
   std::string layout = "NCHW";
   std::string channel_order = "RGB";  // "RGB" or "BGR": what the model sees
   std::array<double, 3> mean{{0.485, 0.456, 0.406}};  // per channel, on [0, 1] pixels
@@ -51,6 +55,7 @@ struct ModelMeta {
   InputSpec input;
   OutputSpec output;
   std::string precision = "fp32";
+  int batch = 1;                   // the export's batch (optional top-level "batch")
   std::string pvtseg_version;
   std::string checkpoint_sha256;   // empty when the sidecar has null
   // Engines only (empty otherwise): as written by build_engine.py.
@@ -65,7 +70,12 @@ constexpr int kSchemaVersion = 1;
 std::string sidecar_path(const std::string& artifact);
 
 // Parse and validate sidecar JSON text; `where` names the source in error messages.
-// Throws Error(kBadSidecar) naming the bad field.
+// Throws Error(kBadSidecar) naming the bad field. Refuses what python/pvtseg/meta.py
+// validate refuses: missing fields, num_classes outside 1..255, class_names / palette not
+// num_classes long, non-finite mean, non-finite or non-positive std, sizes that are not
+// positive multiples of 32, bad dynamic ranges (or ones that exclude the input size),
+// unknown layout / channel order / output kind / dtype / stride / precision, a labels
+// output with a float dtype or a logits output with an integer one.
 ModelMeta parse_meta(const std::string& json_text, const std::string& where = "sidecar");
 
 // Read and validate the sidecar beside an artifact (or a .json path directly).

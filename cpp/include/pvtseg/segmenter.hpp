@@ -2,15 +2,22 @@
 //
 //   #include <pvtseg/segmenter.hpp>
 //   pvtseg::SegmenterOptions opt;
-//   opt.model_path = "models/build/camvid.ts";          // or .engine (TensorRT)
+//   opt.model_path = "models/build/camvid.ts";          // or .engine / .onnx (TensorRT)
 //   auto seg = pvtseg::Segmenter::create(opt);           // throws pvtseg::Error
 //   cv::Mat labels;
 //   seg->segment(frame_bgr, labels);                     // CV_8UC1, frame's size
 //
 // All preprocessing comes from the sidecar JSON beside the artifact. Nothing here
 // depends on Python at run time.
+//
+// Output contract (the same in every pvtseg runtime, Python and C++): the frame is resized
+// to the sidecar's input size (bilinear) and normalized; a `labels` output is resized back
+// to the frame with nearest neighbour (cv::INTER_NEAREST); a `logits` output (stride 1 or
+// 4) is upsampled bilinearly (cv::INTER_LINEAR, per class plane) to the frame's size and
+// then reduced with argmax (first maximum wins).
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
@@ -26,9 +33,9 @@ namespace pvtseg {
 const char* version() noexcept;
 
 enum class Backend {
-  kAuto,      // from the file's extension: .engine/.plan -> TensorRT, .ts/.pt -> LibTorch
+  kAuto,      // from the file's extension: .engine/.plan/.onnx -> TensorRT, .ts/.pt -> LibTorch
   kLibTorch,  // TorchScript (.ts) on CPU or CUDA
-  kTensorRT,  // serialized TensorRT engine (.engine) on CUDA
+  kTensorRT,  // serialized TensorRT engine (.engine), or an .onnx built into a cached engine, on CUDA
 };
 
 enum class Device {
@@ -49,13 +56,24 @@ const char* to_string(LogLevel l) noexcept;
 bool backend_compiled(Backend b) noexcept;
 
 struct SegmenterOptions {
-  std::string model_path;          // .ts / .engine; its sidecar is the same path with .json
+  std::string model_path;          // .ts / .engine / .onnx; its sidecar is the same path with .json
   Backend backend = Backend::kAuto;
   Device device_type = Device::kAuto;
   int device = 0;                  // CUDA device ordinal
   int num_threads = 0;             // LibTorch CPU intra-op threads (process-wide); 0 = default
   int warmup_runs = 0;             // inferences on a blank frame inside create()
-  LogCallback log;                 // optional
+  LogCallback log;                 // optional; also receives the engine build's progress
+
+  // Engine cache: an .onnx with the TensorRT backend is built into an engine once and cached
+  // as `<stem>.<precision>.trt<version>.sm<cc>.<key>.engine` (+ its .json) beside the .onnx
+  // (or in engine_cache_dir), keyed by the ONNX's sha256, the TensorRT version, the GPU's
+  // compute capability, the precision and the input shape profile; a later create() with
+  // the same key loads it. The Python runtime uses the same names and keys, so either one
+  // reuses an engine the other built. Progress goes to `log` (kInfo), from a helper thread
+  // while the build runs.
+  std::string precision = "fp32";             // "fp32" or "fp16" built here; "int8" reused if cached
+  std::size_t workspace_bytes = 1ull << 30;   // builder workspace cap: 1 GiB fits an 8 GB Orin Nano
+  std::string engine_cache_dir;               // empty: the .onnx's own folder
 };
 
 struct Timings {
@@ -67,8 +85,9 @@ struct Timings {
 
 class Segmenter {
  public:
-  // Loads the artifact and its sidecar; throws Error (model_not_found, bad_sidecar,
-  // engine_version_mismatch, engine_device_mismatch, backend_unavailable, model_load_failed).
+  // Loads the artifact and its sidecar and checks them against each other; throws Error
+  // (model_not_found, bad_sidecar, sidecar_mismatch, engine_version_mismatch,
+  // engine_device_mismatch, backend_unavailable, model_load_failed, engine_build_failed).
   static std::unique_ptr<Segmenter> create(const SegmenterOptions& options);
 
   // Move-only. A moved-from Segmenter may only be destroyed or assigned to
@@ -81,7 +100,8 @@ class Segmenter {
 
   // BGR uint8 frame of any size (gray and BGRA are converted) -> CV_8UC1 class ids at
   // the frame's size. Throws Error(kBadFrame) for empty frames, non-8-bit depths and
-  // unsupported channel counts, Error(kInferenceFailed) when the backend fails.
+  // unsupported channel counts, Error(kInferenceFailed) when the backend fails,
+  // Error(kSidecarMismatch) when a labels model returns a class id >= num_classes().
   void segment(const cv::Mat& bgr, cv::Mat& labels);
   cv::Mat segment(const cv::Mat& bgr);
 

@@ -2,12 +2,14 @@
 
 Only `builder.py` imports tensorrt. Everything decidable without it lives in plain-Python
 modules that are unit-tested on CPU:
-    plan.py       TensorRT version parsing, FP16 mechanism by version, FP32 layers,
-                  optimization profiles, workspace / DLA / timing-cache settings
-    fp16_onnx.py  pure-ONNX FP32 -> FP16 conversion with FP32 islands (TensorRT 11)
-    trt_ops.py    the TensorRT 10.0 ONNX-parser operator matrix and a graph checker
+    contract.py   what each TensorRT ONNX parser (8.5, 8.6, 10.3, 10.13, 11) accepts: ops,
+                  types, UINT8 casts, opsets, Q/DQ; `check(model, version)` lists problems
+    adapt.py      exact graph rewrites for a version (labels cast, LayerNorm on 8.5)
+    prepare.py    exported ONNX -> the graph handed to the parser + the build plan
+    plan.py       versions, precision mechanism by version, FP32 layers, profiles, workspace
+    fp16_onnx.py  pure-ONNX FP32 -> FP16 conversion with FP32 islands (strongly typed FP16)
+    trt_ops.py    one operator table (10.0) and its markdown parser
     device.py     CUDA device / compute capability through the driver (ctypes)
     cli.py        `pvtseg build-engine` / python/build_engine.py
-INT8 calibration (calibrator.py in ARCHITECTURE.md) is not implemented: TensorRT 11
-removed the implicit-quantization calibrators; INT8 there means a Q/DQ ONNX graph.
+INT8 is explicit quantization only: a Q/DQ ONNX from `pvtseg quantize`, built with --int8.
 """

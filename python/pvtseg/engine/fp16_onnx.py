@@ -103,6 +103,115 @@ def island_node_names(model: Any) -> Set[str]:
     return islands
 
 
+def _wants_fp32(node: Any, idx: int, islands: Set[str]) -> bool:
+    return node.name in islands or idx in _FORCE_FP32_INPUTS.get(node.op_type, ())
+
+
+def _dtypes(model: Any) -> Dict[str, int]:
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    dtype: Dict[str, int] = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dtype[vi.name] = vi.type.tensor_type.elem_type
+    for init in model.graph.initializer:
+        dtype[init.name] = init.data_type
+    return dtype
+
+
+def _convert_constants(graph: Any, dtype: Dict[str, int], islands: Set[str]) -> Dict[str, str]:
+    """FP32 initializers / Constant nodes -> FP16 where every consumer computes in FP16.
+
+    An initializer read by both FP16 and FP32 nodes gets an FP16 copy; returns {name: copy}.
+    """
+    from onnx import TensorProto, numpy_helper
+
+    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+    cons = _consumers(graph)
+
+    def modes(name: str) -> Set[bool]:
+        return {_wants_fp32(c, i, islands) for c in cons.get(name, []) for i, inp in enumerate(c.input) if inp == name}
+
+    new_inits, fp16_alias = [], {}
+    for init in graph.initializer:
+        if init.data_type != FLOAT:
+            continue
+        used = modes(init.name)
+        arr = numpy_helper.to_array(init)
+        if used == {False}:
+            init.CopyFrom(numpy_helper.from_array(arr.astype("float16"), init.name))
+            dtype[init.name] = HALF
+        elif used == {True, False}:
+            alias = init.name + "_fp16"
+            new_inits.append(numpy_helper.from_array(arr.astype("float16"), alias))
+            fp16_alias[init.name] = alias
+            dtype[alias] = HALF
+    graph.initializer.extend(new_inits)
+    for node in graph.node:
+        value = next((a for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" else None
+        if value is not None and value.t.data_type == FLOAT and modes(node.output[0]) == {False}:
+            value.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(value.t).astype("float16"), value.t.name))
+            dtype[node.output[0]] = HALF
+    return fp16_alias
+
+
+def _cast_inputs(graph: Any, dtype: Dict[str, int], islands: Set[str], fp16_alias: Dict[str, str]) -> List[Any]:
+    """The nodes in order, each float input cast to the node's compute type (FP32 in islands)."""
+    from onnx import TensorProto, helper
+
+    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+    cast_cache: Dict[tuple, str] = {}
+    new_nodes: List[Any] = []
+
+    def cast(name: str, to: int) -> str:
+        if (name, to) not in cast_cache:
+            out = f"{name}_to_{'fp16' if to == HALF else 'fp32'}"
+            new_nodes.append(helper.make_node("Cast", [name], [out], to=to, name=f"{out}_cast_pvtseg"))
+            dtype[out] = to
+            cast_cache[(name, to)] = out
+        return cast_cache[(name, to)]
+
+    for node in graph.node:
+        if node.op_type != "Constant":
+            for i, name in enumerate(node.input):
+                t = dtype.get(name)
+                want = FLOAT if _wants_fp32(node, i, islands) else HALF
+                if name and t in (FLOAT, HALF) and t != want:
+                    node.input[i] = fp16_alias[name] if want == HALF and name in fp16_alias else cast(name, want)
+            _set_output_dtypes(node, dtype, FLOAT if node.name in islands else HALF)
+        new_nodes.append(node)
+    return new_nodes
+
+
+def _set_output_dtypes(node: Any, dtype: Dict[str, int], compute: int) -> None:
+    if node.op_type == "Cast":
+        out_t: Optional[int] = next(a.i for a in node.attribute if a.name == "to")
+    elif node.op_type == "ConstantOfShape":
+        out_t = dtype.get(node.output[0], 1)
+    else:
+        out_t = None
+    for o in node.output:
+        if out_t is not None:
+            dtype[o] = out_t
+        elif dtype.get(o) in (1, 10):  # FLOAT, FLOAT16
+            dtype[o] = compute
+
+
+def _restore_output_types(graph: Any, nodes: List[Any], dtype: Dict[str, int]) -> None:
+    """Graph outputs keep their declared float type: a Cast back at the end where needed."""
+    from onnx import helper
+
+    for out in graph.output:
+        declared, actual = out.type.tensor_type.elem_type, dtype.get(out.name)
+        if declared not in (1, 10) or actual is None or actual == declared:
+            continue
+        inner = out.name + "_pvtseg_inner"
+        for n in nodes:
+            n.output[:] = [inner if o == out.name else o for o in n.output]
+            n.input[:] = [inner if i == out.name else i for i in n.input]
+        nodes.append(helper.make_node("Cast", [inner], [out.name], to=declared, name=f"{out.name}_output_cast_pvtseg"))
+
+
 def convert_to_fp16(model: Any, keep_fp32: Optional[Iterable[str]] = None, check: bool = True) -> Any:
     """Return an FP16 copy of an FP32 onnx.ModelProto with FP32 islands (see module doc).
 
@@ -111,119 +220,17 @@ def convert_to_fp16(model: Any, keep_fp32: Optional[Iterable[str]] = None, check
     filled in).
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
-    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     for i, node in enumerate(graph.node):
         if not node.name:
             node.name = f"{node.op_type}_{i}_pvtseg"
     islands = set(island_node_names(model) if keep_fp32 is None else keep_fp32)
-
-    inferred = onnx.shape_inference.infer_shapes(model)
-    dtype: Dict[str, int] = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        dtype[vi.name] = vi.type.tensor_type.elem_type
-    for init in graph.initializer:
-        dtype[init.name] = init.data_type
-
-    cons = _consumers(graph)
-
-    def wants_fp32(node: Any, idx: int) -> bool:
-        return node.name in islands or idx in _FORCE_FP32_INPUTS.get(node.op_type, ())
-
-    # 1. Initializers and Constant nodes: FP16 where every float consumer computes in FP16.
-    new_inits = []
-    fp16_alias: Dict[str, str] = {}  # FP32 constant -> FP16 copy, for mixed consumers
-    const_nodes = {n.output[0]: n for n in graph.node if n.op_type == "Constant"}
-
-    def consumer_modes(name: str) -> Set[bool]:
-        return {wants_fp32(c, i) for c in cons.get(name, []) for i, inp in enumerate(c.input) if inp == name}
-
-    for init in graph.initializer:
-        if init.data_type != FLOAT:
-            continue
-        modes = consumer_modes(init.name)
-        arr = numpy_helper.to_array(init)
-        if modes == {False}:
-            init.CopyFrom(numpy_helper.from_array(arr.astype("float16"), init.name))
-            dtype[init.name] = HALF
-        elif modes == {True, False}:
-            alias = init.name + "_fp16"
-            new_inits.append(numpy_helper.from_array(arr.astype("float16"), alias))
-            fp16_alias[init.name] = alias
-            dtype[alias] = HALF
-    graph.initializer.extend(new_inits)
-    for name, node in const_nodes.items():
-        value = next((a for a in node.attribute if a.name == "value"), None)
-        if value is None or value.t.data_type != FLOAT:
-            continue
-        if consumer_modes(name) == {False}:
-            arr = numpy_helper.to_array(value.t).astype("float16")
-            value.t.CopyFrom(numpy_helper.from_array(arr, value.t.name))
-            dtype[name] = HALF
-
-    # 2. Walk nodes in order; Cast float inputs to the node's compute type.
-    cast_cache: Dict[tuple, str] = {}
-    new_nodes: List[Any] = []
-
-    def cast(name: str, to: int) -> str:
-        key = (name, to)
-        if key not in cast_cache:
-            out = f"{name}_to_{'fp16' if to == HALF else 'fp32'}"
-            new_nodes.append(helper.make_node("Cast", [name], [out], to=to, name=f"{out}_cast_pvtseg"))
-            cast_cache[key] = out
-            dtype[out] = to
-        return cast_cache[key]
-
-    for node in graph.node:
-        if node.op_type == "Constant":
-            new_nodes.append(node)
-            continue
-        for i, name in enumerate(node.input):
-            t = dtype.get(name)
-            if not name or t not in (FLOAT, HALF):
-                continue
-            want = FLOAT if wants_fp32(node, i) else HALF
-            if t == want:
-                continue
-            if want == HALF and name in fp16_alias:
-                node.input[i] = fp16_alias[name]
-            else:
-                node.input[i] = cast(name, want)
-        compute = FLOAT if node.name in islands else HALF
-        if node.op_type == "Cast":
-            to = next(a.i for a in node.attribute if a.name == "to")
-            out_t = to
-        elif node.op_type == "ConstantOfShape":
-            out_t = dtype.get(node.output[0], FLOAT)
-        else:
-            out_t = None
-        for o in node.output:
-            t = dtype.get(o)
-            if out_t is not None:
-                dtype[o] = out_t
-            elif t in (FLOAT, HALF):
-                dtype[o] = compute
-        new_nodes.append(node)
-
-    # 3. Graph outputs keep their declared type.
-    for out in graph.output:
-        declared = out.type.tensor_type.elem_type
-        actual = dtype.get(out.name)
-        if declared in (FLOAT, HALF) and actual is not None and actual != declared:
-            inner = out.name + "_pvtseg_inner"
-            for n in new_nodes:
-                for j, o in enumerate(n.output):
-                    if o == out.name:
-                        n.output[j] = inner
-                for j, inp in enumerate(n.input):
-                    if inp == out.name:
-                        n.input[j] = inner
-            new_nodes.append(helper.make_node("Cast", [inner], [out.name], to=declared,
-                                              name=f"{out.name}_output_cast_pvtseg"))
-
+    dtype = _dtypes(model)
+    fp16_alias = _convert_constants(graph, dtype, islands)
+    new_nodes = _cast_inputs(graph, dtype, islands, fp16_alias)
+    _restore_output_types(graph, new_nodes, dtype)
     del graph.node[:]
     graph.node.extend(new_nodes)
     del graph.value_info[:]

@@ -1,14 +1,16 @@
 """Everything about an engine build that can be decided without TensorRT (plain Python).
 
-builder.py turns a BuildPlan into TensorRT calls; this module decides the plan:
-- which TensorRT versions are supported (8.5 .. 11.x) and how FP16 is obtained on each:
-    8.5 / 8.6 / 10.x (JetPack 5.1, 6.0, 6.1/6.2): the FP16 builder flag, with the FP32
-        islands pinned by per-layer precision constraints (OBEY_PRECISION_CONSTRAINTS);
-    11.x (desktop / pip): no FP16 flag; the ONNX graph is converted to FP16 with the same
-        islands as explicit Casts (fp16_onnx.py) and the network is built strongly typed;
+builder.py turns a BuildPlan into TensorRT calls; prepare.py fills it; this module decides:
+- which TensorRT versions are supported (8.5 .. 11.x) and how FP16 / INT8 are obtained:
+    8.5 .. 10.11 (JetPack 5.1, 6.0, 6.1/6.2): builder flags (FP16; INT8 + FP16 for a Q/DQ
+        graph) with the FP32 islands pinned by per-layer precision constraints
+        (OBEY_PRECISION_CONSTRAINTS);
+    10.12+ and 11.x (JetPack 7, desktop): a strongly typed network, no deprecated flags or
+        per-layer precision: FP16 comes from the graph (fp16_onnx.py converts it with the
+        same islands as explicit Casts), INT8 from its Q/DQ nodes;
 - which TensorRT layers stay FP32 (`select_fp32_layers`);
 - the optimization profile, from --min/--opt/--max or the sidecar's dynamic ranges;
-- workspace, DLA core and timing cache settings.
+- workspace (capped at DEFAULT_WORKSPACE_MB unless told), DLA core and timing cache.
 """
 
 from __future__ import annotations
@@ -21,8 +23,14 @@ from ..errors import EngineError
 
 MIN_VERSION = (8, 5)
 MAX_MAJOR = 11
-FP16_BUILDER_FLAG = "builder_flag"
-FP16_STRONGLY_TYPED = "strongly_typed"
+MECH_BUILDER_FLAG = FP16_BUILDER_FLAG = "builder_flag"
+MECH_STRONGLY_TYPED = FP16_STRONGLY_TYPED = "strongly_typed"
+# The weakly typed precision controls (BuilderFlag FP16/INT8, OBEY_PRECISION_CONSTRAINTS,
+# ILayer precision / output type) are deprecated from 10.12 (NvInfer.h v10.13) and removed in 11.
+STRONGLY_TYPED_FROM = (10, 12)
+# Builder workspace cap unless --workspace says otherwise: enough for these segmentors at
+# 512x1024, small enough to build on an 8 GB Orin Nano next to a running application.
+DEFAULT_WORKSPACE_MB = 1024
 # TensorRT layer types (trt.LayerType names) that stay FP32 in an FP16 build.
 FP32_LAYER_TYPES = frozenset({"NORMALIZATION", "SOFTMAX", "REDUCE", "TOPK"})
 FLOAT_DTYPES = frozenset({"FLOAT", "HALF", "BF16"})
@@ -66,10 +74,16 @@ def check_supported(version: TrtVersion) -> TrtVersion:
     return version
 
 
-def fp16_mechanism(version: TrtVersion) -> str:
-    """How `--fp16` is realised on this TensorRT (see the module doc)."""
+def precision_mechanism(version: TrtVersion, precision: str = "fp16") -> Optional[str]:
+    """How FP16 / INT8 is obtained on this TensorRT (see the module doc); None for FP32."""
     check_supported(version)
-    return FP16_STRONGLY_TYPED if version.major >= 11 else FP16_BUILDER_FLAG
+    if precision == "fp32":
+        return None
+    return MECH_STRONGLY_TYPED if (version.major, version.minor) >= STRONGLY_TYPED_FROM else MECH_BUILDER_FLAG
+
+
+def fp16_mechanism(version: TrtVersion) -> str:
+    return str(precision_mechanism(version, "fp16"))
 
 
 @dataclass(frozen=True)
@@ -109,6 +123,47 @@ def _fmt(shape: Sequence[int]) -> str:
     return "x".join(str(d) for d in shape)
 
 
+def _profile_from_args(input_name: str, given: Sequence[str]) -> Tuple[Shape, Shape, Shape]:
+    shapes = []
+    for s, what in zip(given, ("--min", "--opt", "--max")):
+        name, shape = parse_shape(s)
+        if name is not None and name != input_name:
+            raise EngineError(f"{what} names input {name!r} but the network input is {input_name!r}")
+        shapes.append(shape)
+    return shapes[0], shapes[1], shapes[2]
+
+
+def _profile_from_sidecar(onnx_shape: Sequence[Any], meta: Optional[Dict[str, Any]]) -> Tuple[Shape, Shape, Shape]:
+    """Dynamic dims take the sidecar's input.dynamic ranges, `opt` the export size (batch 1)."""
+    inp = (meta or {}).get("input") or {}
+    dyn = inp.get("dynamic") or {}
+    if not dyn:
+        raise EngineError("the ONNX input has dynamic dims but no --min/--opt/--max was given and the "
+                          "sidecar has no input.dynamic ranges; pass --min/--opt/--max NxCxHxW")
+    default_opt = {"batch": 1, "height": inp.get("height"), "width": inp.get("width")}
+    mn, op, mx = [1, 3, 0, 0], [1, 3, 0, 0], [1, 3, 0, 0]
+    for axis, i in {"batch": 0, "height": 2, "width": 3}.items():
+        d = onnx_shape[i]
+        if isinstance(d, int) and d > 0:
+            mn[i] = op[i] = mx[i] = d
+            continue
+        if axis not in dyn:
+            raise EngineError(f"input dim {axis} is dynamic but the sidecar gives no range for it; "
+                              "pass --min/--opt/--max")
+        lo, hi = dyn[axis]
+        mn[i], op[i], mx[i] = lo, min(max(default_opt[axis] or lo, lo), hi), hi
+    return tuple(mn), tuple(op), tuple(mx)
+
+
+def _check_static(onnx_shape: Sequence[Any], given: Sequence[str]) -> None:
+    static = tuple(int(d) for d in onnx_shape)
+    for s in given:
+        _, shape = parse_shape(s)
+        if shape != static:
+            raise EngineError(f"the ONNX input is static {_fmt(static)} but a profile shape is {_fmt(shape)}; "
+                              "re-export with `pvtseg export --dynamic` for a range of sizes")
+
+
 def make_profile(input_name: str, onnx_shape: Sequence[Any], *, min_shape: Optional[str] = None,
                  opt_shape: Optional[str] = None, max_shape: Optional[str] = None,
                  meta: Optional[Dict[str, Any]] = None) -> Optional[ShapeProfile]:
@@ -119,51 +174,15 @@ def make_profile(input_name: str, onnx_shape: Sequence[Any], *, min_shape: Optio
     the export size (batch 1).
     """
     given = [s for s in (min_shape, opt_shape, max_shape) if s]
-    dynamic = [i for i, d in enumerate(onnx_shape) if not isinstance(d, int) or d <= 0]
     if len(onnx_shape) != 4:
         raise EngineError(f"input {input_name!r} has rank {len(onnx_shape)}; pvtseg models take NCHW (rank 4)")
     if given and len(given) != 3:
         raise EngineError("give all three of --min, --opt and --max (e.g. --min 1x3x256x320 "
                           "--opt 1x3x384x480 --max 1x3x512x640), or none to use the sidecar's ranges")
-    if not dynamic:
-        if given:
-            static = tuple(int(d) for d in onnx_shape)
-            for s in given:
-                _, shape = parse_shape(s)
-                if shape != static:
-                    raise EngineError(
-                        f"the ONNX input is static {_fmt(static)} but a profile shape is {_fmt(shape)}; "
-                        "re-export with `pvtseg export --dynamic` for a range of sizes")
+    if all(isinstance(d, int) and d > 0 for d in onnx_shape):
+        _check_static(onnx_shape, given)
         return None
-    if given:
-        shapes = []
-        for s, what in zip(given, ("--min", "--opt", "--max")):
-            name, shape = parse_shape(s)
-            if name is not None and name != input_name:
-                raise EngineError(f"{what} names input {name!r} but the network input is {input_name!r}")
-            shapes.append(shape)
-        mn, op, mx = shapes
-    else:
-        dyn = ((meta or {}).get("input") or {}).get("dynamic") or {}
-        inp = (meta or {}).get("input") or {}
-        if not dyn:
-            raise EngineError("the ONNX input has dynamic dims but no --min/--opt/--max was given and the "
-                              "sidecar has no input.dynamic ranges; pass --min/--opt/--max NxCxHxW")
-        axes = {"batch": 0, "height": 2, "width": 3}
-        default_opt = {"batch": 1, "height": inp.get("height"), "width": inp.get("width")}
-        mn_l, op_l, mx_l = [1, 3, 0, 0], [1, 3, 0, 0], [1, 3, 0, 0]
-        for axis, i in axes.items():
-            d = onnx_shape[i]
-            if isinstance(d, int) and d > 0:
-                mn_l[i] = op_l[i] = mx_l[i] = d
-                continue
-            if axis not in dyn:
-                raise EngineError(f"input dim {axis} is dynamic but the sidecar gives no range for it; "
-                                  "pass --min/--opt/--max")
-            lo, hi = dyn[axis]
-            o = default_opt[axis] or lo
-            mn_l[i], op_l[i], mx_l[i] = lo, min(max(o, lo), hi), hi
-        mn, op, mx = tuple(mn_l), tuple(op_l), tuple(mx_l)
+    mn, op, mx = _profile_from_args(input_name, given) if given else _profile_from_sidecar(onnx_shape, meta)
     for shape, what in ((mn, "--min"), (op, "--opt"), (mx, "--max")):
         _check_shape(shape, what)
         for i, d in enumerate(onnx_shape):
@@ -178,59 +197,80 @@ def make_profile(input_name: str, onnx_shape: Sequence[Any], *, min_shape: Optio
 @dataclass
 class BuildPlan:
     version: TrtVersion
-    precision: str                      # "fp32" | "fp16"
-    fp16_mechanism: Optional[str]       # None | FP16_BUILDER_FLAG | FP16_STRONGLY_TYPED
+    precision: str                      # "fp32" | "fp16" | "int8"
+    mechanism: Optional[str]            # None (fp32) | MECH_BUILDER_FLAG | MECH_STRONGLY_TYPED
     network_flags: List[str]            # trt.NetworkDefinitionCreationFlag names
     builder_flags: List[str]            # trt.BuilderFlag names
-    convert_onnx_to_fp16: bool          # TensorRT 11 FP16: run fp16_onnx first
-    pin_fp32_layers: bool               # 8.5-10.x FP16: per-layer precision constraints
-    workspace_bytes: Optional[int] = None
+    convert_onnx_to_fp16: bool          # strongly typed FP16: fp16_onnx converts the graph first
+    pin_fp32_layers: bool               # builder-flag FP16/INT8: per-layer precision constraints
+    workspace_bytes: int = DEFAULT_WORKSPACE_MB << 20
     dla_core: Optional[int] = None
     timing_cache: Optional[str] = None
     profile: Optional[ShapeProfile] = None
+    contract: str = ""                  # contract.py key of the parser this plan targets
+    fp32_layers: List[str] = field(default_factory=list)     # ONNX node names kept FP32
+    adaptations: List[str] = field(default_factory=list)     # adapt.py rewrites
+    output_dtypes: Dict[str, str] = field(default_factory=dict)
+    problems: List[str] = field(default_factory=list)        # contract problems left after adapting
     notes: List[str] = field(default_factory=list)
 
+    @property
+    def fp16_mechanism(self) -> Optional[str]:  # the sidecar key predates INT8
+        return self.mechanism
 
-def make_plan(version: "str | TrtVersion", *, fp16: bool = False, workspace_mb: Optional[int] = None,
-              dla_core: Optional[int] = None, timing_cache: Optional[str] = None,
-              profile: Optional[ShapeProfile] = None) -> BuildPlan:
+
+def _precision_flags(v: TrtVersion, precision: str) -> Tuple[Optional[str], List[str], List[str], List[str]]:
+    """(mechanism, network flags, builder flags, notes) for `precision` on TensorRT `v`."""
+    network: List[str] = ["EXPLICIT_BATCH"] if v.major < 10 else []  # implicit (flag deprecated) from 10.0
+    if precision == "fp32":
+        return None, network, [], []
+    mech = precision_mechanism(v, precision)
+    if mech == MECH_STRONGLY_TYPED:
+        if v.major < 11:
+            network.append("STRONGLY_TYPED")  # 11.x: always strongly typed, the flag is deprecated and ignored
+        what = ("ONNX converted to FP16 with FP32 islands (explicit Casts)" if precision == "fp16" else
+                "INT8 where the graph has Q/DQ pairs; every other layer in the graph's own type (FP32 unless the "
+                "Q/DQ graph is FP16)")
+        return mech, network, [], [f"TensorRT {v.short}: strongly typed network, no precision builder flags or "
+                                    f"per-layer precision (deprecated in 10.12, removed in 11); {what}"]
+    flags = ["INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"] if precision == "int8" else \
+        ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
+    what = ("explicit quantization: INT8 where the graph has Q/DQ pairs, FP16 elsewhere" if precision == "int8"
+            else "FP16 builder flag")
+    return mech, network, flags, [f"TensorRT {v.short}: {what}; the FP32 layers below pinned by per-layer "
+                                  "precision constraints (OBEY_PRECISION_CONSTRAINTS)"]
+
+
+def make_plan(version: "str | TrtVersion", *, fp16: bool = False, int8: bool = False,
+              workspace_mb: Optional[int] = None, dla_core: Optional[int] = None,
+              timing_cache: Optional[str] = None, profile: Optional[ShapeProfile] = None,
+              fp32_layers: Sequence[str] = (), adaptations: Sequence[str] = (),
+              output_dtypes: Optional[Dict[str, str]] = None, problems: Sequence[str] = (),
+              contract: str = "") -> BuildPlan:
+    """The build plan: `int8` (a Q/DQ graph) wins over `fp16`; workspace capped by default."""
     v = parse_trt_version(version) if isinstance(version, str) else version
     check_supported(v)
     if workspace_mb is not None and workspace_mb <= 0:
         raise EngineError(f"--workspace must be a positive number of MiB, got {workspace_mb}")
+    precision = "int8" if int8 else "fp16" if fp16 else "fp32"
     if dla_core is not None:
         if dla_core < 0:
             raise EngineError(f"--dla-core must be >= 0, got {dla_core}")
-        if not fp16:
-            raise EngineError("DLA runs FP16 or INT8 only: add --fp16 to build for --dla-core")
-    notes: List[str] = []
-    network_flags: List[str] = []
-    builder_flags: List[str] = []
-    mech: Optional[str] = None
-    if v.major < 10:
-        network_flags.append("EXPLICIT_BATCH")  # implicit by default from 10.0 on (flag deprecated)
-    if fp16:
-        mech = fp16_mechanism(v)
-        if mech == FP16_BUILDER_FLAG:
-            builder_flags += ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
-            notes.append(f"TensorRT {v.short}: FP16 builder flag; LayerNorm, Softmax, reductions and the final "
-                         "upsample+ArgMax pinned to FP32 by per-layer precision constraints")
-            if v < TrtVersion(8, 6):
-                notes.append("TensorRT 8.5 decomposes LayerNormalization into reduce/elementwise layers; "
-                             "they are pinned by type and by the ONNX node name prefix")
-        else:
-            network_flags.append("STRONGLY_TYPED")
-            notes.append(f"TensorRT {v.short}: no FP16 builder flag; ONNX converted to FP16 with FP32 islands "
-                         "(explicit Casts), network built strongly typed")
+        if precision == "fp32":
+            raise EngineError("DLA runs FP16 or INT8 only: add --fp16 (or --int8 with a Q/DQ graph) to build for "
+                              "--dla-core")
+    mech, network_flags, builder_flags, notes = _precision_flags(v, precision)
     if dla_core is not None:
         builder_flags.append("GPU_FALLBACK")
         notes.append(f"DLA core {dla_core} with GPU fallback for layers DLA cannot run")
-    return BuildPlan(version=v, precision="fp16" if fp16 else "fp32", fp16_mechanism=mech,
-                     network_flags=network_flags, builder_flags=builder_flags,
-                     convert_onnx_to_fp16=(mech == FP16_STRONGLY_TYPED),
-                     pin_fp32_layers=(mech == FP16_BUILDER_FLAG),
-                     workspace_bytes=None if workspace_mb is None else int(workspace_mb) << 20,
-                     dla_core=dla_core, timing_cache=timing_cache, profile=profile, notes=notes)
+    return BuildPlan(version=v, precision=precision, mechanism=mech, network_flags=network_flags,
+                     builder_flags=builder_flags,
+                     convert_onnx_to_fp16=(mech == MECH_STRONGLY_TYPED and precision == "fp16"),
+                     pin_fp32_layers=(mech == MECH_BUILDER_FLAG),
+                     workspace_bytes=int(workspace_mb or DEFAULT_WORKSPACE_MB) << 20,
+                     dla_core=dla_core, timing_cache=timing_cache, profile=profile,
+                     contract=contract, fp32_layers=list(fp32_layers), adaptations=list(adaptations),
+                     output_dtypes=dict(output_dtypes or {}), problems=list(problems), notes=notes)
 
 
 @dataclass(frozen=True)

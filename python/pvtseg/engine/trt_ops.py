@@ -1,4 +1,8 @@
-"""The ONNX operator matrix of TensorRT 10.0's ONNX parser, and a graph checker.
+"""The ONNX operator matrix of TensorRT 10.0's ONNX parser, and an op-name graph checker.
+
+For what each TensorRT version (8.5 .. 11) really accepts (types, UINT8 casts, Q/DQ, opsets),
+use contract.py; build_engine.py adapts graphs with adapt.py. This module stays the op-name
+check against one table (and the table parser the contract's tests re-read).
 
 SUPPORTED_OPS is the set of operators marked `Y` in onnx/onnx-tensorrt docs/operators.md
 for TensorRT 10.0 (Apache-2.0; a copy is ../shared/data/tensorrt/onnx-operators-trt10.0.md,
@@ -13,26 +17,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-SUPPORTED_OPS = frozenset({
-    'Abs', 'Acos', 'Acosh', 'Add', 'And', 'ArgMax', 'ArgMin', 'Asin', 'Asinh', 'Atan', 'Atanh',
-    'AveragePool', 'BatchNormalization', 'Cast', 'CastLike', 'Ceil', 'Celu', 'Clip', 'Concat', 'Constant',
-    'ConstantOfShape', 'Conv', 'ConvTranspose', 'Cos', 'Cosh', 'CumSum', 'DeformConv', 'DepthToSpace',
-    'DequantizeLinear', 'Div', 'Dropout', 'Einsum', 'Elu', 'Equal', 'Erf', 'Exp', 'Expand', 'EyeLike',
-    'Flatten', 'Floor', 'Gather', 'GatherElements', 'GatherND', 'Gelu', 'Gemm', 'GlobalAveragePool',
-    'GlobalLpPool', 'GlobalMaxPool', 'Greater', 'GreaterOrEqual', 'GridSample', 'GroupNormalization', 'GRU',
-    'HardSigmoid', 'HardSwish', 'Hardmax', 'Identity', 'If', 'ImageScaler', 'InstanceNormalization',
-    'IsInf', 'IsNaN', 'LayerNormalization', 'LeakyRelu', 'Less', 'LessOrEqual', 'Log', 'LogSoftmax', 'Loop',
-    'LRN', 'LSTM', 'LpNormalization', 'LpPool', 'MatMul', 'Max', 'MaxPool', 'Mean',
-    'MeanVarianceNormalization', 'Min', 'Mish', 'Mod', 'Mul', 'Neg', 'NonMaxSuppression', 'NonZero', 'Not',
-    'OneHot', 'Or', 'Pad', 'ParametricSoftplus', 'Pow', 'PRelu', 'QuantizeLinear', 'RandomNormal',
-    'RandomNormalLike', 'RandomUniform', 'RandomUniformLike', 'Range', 'Reciprocal', 'ReduceL1', 'ReduceL2',
-    'ReduceLogSum', 'ReduceLogSumExp', 'ReduceMax', 'ReduceMean', 'ReduceMin', 'ReduceProd', 'ReduceSum',
-    'ReduceSumSquare', 'Relu', 'Reshape', 'Resize', 'ReverseSequence', 'RNN', 'RoiAlign', 'Round',
-    'ScaledTanh', 'Scan', 'Scatter', 'ScatterElements', 'ScatterND', 'Selu', 'Shape', 'Shrink', 'Sigmoid',
-    'Sign', 'Sin', 'Sinh', 'Size', 'Slice', 'Softmax', 'Softplus', 'Softsign', 'SpaceToDepth', 'Split',
-    'Sqrt', 'Squeeze', 'Sub', 'Sum', 'Tan', 'Tanh', 'ThresholdedRelu', 'Tile', 'TopK', 'Transpose', 'Trilu',
-    'Unsqueeze', 'Upsample', 'Where', 'Xor'
-})
+from ..errors import OperatorTableError
+from .contract import OPS_10_1
+
+# The 10.0 and 10.1 tables mark the same operators Y (contract.py keeps the data).
+SUPPORTED_OPS = OPS_10_1
 # Opset range of the parsers users run: TensorRT 8.5/8.6 (JetPack 5.1 / 6.0) parse <= 17,
 # TensorRT 10.x parses 9..20.
 OPSET_RANGES = {"8.5": (7, 17), "8.6": (7, 17), "10": (9, 20)}
@@ -63,7 +52,8 @@ def parse_operator_table(path_or_text: "str | os.PathLike[str]") -> Dict[str, Op
         restrictions = cells[1] if len(cells) > 1 else ""
         table[m.group(1)] = OpInfo(m.group(2) == "Y", types, restrictions)
     if not table:
-        raise ValueError("no operator rows found: not an onnx-tensorrt operators.md table")
+        raise OperatorTableError("no operator rows found: not an onnx-tensorrt operators.md table; pass the "
+                                 "docs/operators.md of an onnx-tensorrt release branch (| Op | Y/N | types |)")
     return table
 
 

@@ -18,12 +18,18 @@ What it does:
 - self-check before anything is renamed into place: ONNX Runtime and the TorchScript file
   vs PyTorch eager (the unfused model) on a random input and a real CamVid frame: max abs
   logit diff <= 1e-4 and label agreement >= 99.9%, else ExportError and nothing is written;
-- every ONNX op checked against TensorRT's ONNX-parser matrix; a warning names any other.
+- the files are one set (io_utils.AtomicSet): written to temporaries beside the targets,
+  fsynced, then renamed sidecar first; the sidecar records each graph's sha256, which
+  meta.read checks. A full disk, a read-only folder or an error leaves the previous set as
+  it was. Before the slow work: the folder must be writable and have room, and the input
+  size's estimated memory (export/memory.py) must fit in the available memory;
+- the graph checked against each TensorRT version's parser contract (engine/contract.py): the
+  log says which versions take it as exported or after build_engine.py adapts it; a warning
+  names anything left.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import glob
 import hashlib
@@ -32,14 +38,15 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from .. import meta as meta_mod
-from ..errors import ExportError, InputShapeError, PvtsegError
+from ..errors import ExportError, ExportMemoryError, InputShapeError
+from ..io_utils import AtomicSet, check_free_space, check_writable, clean_stale_temps, guard_write
 from ..models import camvid
 
 FORMATS = ("onnx", "torchscript")
@@ -128,8 +135,9 @@ def preprocess_image(path: "str | os.PathLike[str]", height: int, width: int,
 # Writers
 # --------------------------------------------------------------------------------------------
 
-def _export_onnx(m: nn.Module, dest: Path, *, batch: int, height: int, width: int, opset: int, dynamic: bool,
-                 input_name: str, output_name: str, meta_json: str, data_name: str) -> Any:
+def _export_onnx(m: nn.Module, *, batch: int, height: int, width: int, opset: int, dynamic: bool,
+                 input_name: str, output_name: str, meta_json: str) -> Any:
+    """The ONNX graph as an in-memory ModelProto (written later, with the rest of the set)."""
     import onnx
 
     x = torch.randn(batch, 3, height, width)
@@ -154,18 +162,41 @@ def _export_onnx(m: nn.Module, dest: Path, *, batch: int, height: int, width: in
     model.producer_name = "pvtseg"
     entry = model.metadata_props.add()
     entry.key, entry.value = "pvtseg", meta_json
-    big = model.ByteSize() > ONNX_2GB  # protobuf's limit: only then weights go to `<final>.data`
-    onnx.save(model, str(dest), save_as_external_data=big, location=data_name if big else None)
     return model
 
 
-def _export_torchscript(m: nn.Module, dest: Path) -> None:
+def _stage_onnx(files: AtomicSet, model: Any, final: Path) -> Dict[str, Dict[str, Any]]:
+    """Write the graph to a temporary of `files`; past protobuf's 2 GB limit the weights go to
+    `<final>.data` beside it. Returns the sidecar's digests of what was written."""
+    import onnx
+
+    if model.ByteSize() <= ONNX_2GB:
+        data = model.SerializeToString()
+        files.write_bytes(final, data, "the ONNX graph")
+        return {final.name: meta_mod.bytes_digest(data)}
+    data_final = final.with_name(final.name + ".data")
+    check_free_space(final.parent, model.ByteSize(), "the ONNX graph and its weights")
+    folder = files.temp_dir(final)  # onnx.save writes the weights beside the graph, named `location`
+    guard_write(lambda: onnx.save(model, str(folder / final.name), save_as_external_data=True,
+                                  location=data_final.name), final, "the ONNX graph")
+    digests = {}
+    for f in (final, data_final):
+        files.adopt(f, folder / f.name)
+        digests[f.name] = meta_mod.file_digest(folder / f.name)
+    return digests
+
+
+def _torchscript_bytes(m: nn.Module) -> bytes:
     scripted = torch.jit.script(m)
     try:
-        scripted = torch.jit.freeze(scripted, preserved_attrs=["output"])
+        # num_classes stays readable so the runtime can check the sidecar against it.
+        scripted = torch.jit.freeze(scripted, preserved_attrs=["output", "num_classes"])
     except Exception as e:  # freezing is an optimisation only
         warnings.warn(f"torch.jit.freeze failed ({e}); saving the unfrozen script")
-    torch.jit.save(scripted, str(dest))
+    # Into memory, not a path: torch's C++ writer aborts the whole process on a full disk.
+    buf = io.BytesIO()
+    torch.jit.save(scripted, buf)
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,6 +213,22 @@ def _logits_onnx(model: Any) -> Any:
         return None
     g.graph.output.append(onnx.helper.make_tensor_value_info(arg.input[0], onnx.TensorProto.FLOAT, None))
     return g
+
+
+def _logits_session(ort: Any, graph: Any, onnx_path: Path, so: Any) -> Any:
+    """An ONNX Runtime session of the logits copy: from its bytes, or, when its weights are
+    external (past 2 GB: ONNX Runtime resolves them relative to the graph's file), from a file
+    beside `onnx_path`, removed once the session has loaded the weights."""
+    from onnx.external_data_helper import uses_external_data
+
+    if not any(uses_external_data(t) for t in graph.graph.initializer):
+        return ort.InferenceSession(graph.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    path = onnx_path.with_name(f".{onnx_path.name}.logits.onnx")
+    path.write_bytes(graph.SerializeToString())
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _compare(name: str, ref_logits: np.ndarray, ref_labels: np.ndarray, logits: Optional[np.ndarray],
@@ -224,8 +271,7 @@ def verify_artifacts(reference: nn.Module, paths: Dict[str, Path], inputs: List[
                 onnx_model = onnx.load(str(paths["onnx"]))
             lg = _logits_onnx(onnx_model)
             if lg is not None:
-                sessions["onnx_logits"] = ort.InferenceSession(lg.SerializeToString(), so,
-                                                               providers=["CPUExecutionProvider"])
+                sessions["onnx_logits"] = _logits_session(ort, lg, paths["onnx"], so)
     ts = torch.jit.load(str(paths["torchscript"])) if "torchscript" in paths else None
     for tag, x in inputs:
         xt = torch.from_numpy(x)
@@ -276,18 +322,6 @@ def _base_path(out: "str | os.PathLike[str]") -> Path:
     return p
 
 
-@contextlib.contextmanager
-def _temp_files(base: Path, suffixes: Sequence[str]) -> Iterator[Dict[str, Path]]:
-    base.parent.mkdir(parents=True, exist_ok=True)
-    tmp = {s: base.parent / f".{base.name}{s}.{os.getpid()}.tmp" for s in suffixes}
-    try:
-        yield tmp
-    finally:
-        for p in tmp.values():
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-
-
 def export_model(model: nn.Module, out: "str | os.PathLike[str]" = "models/build/model", *,
                  arch: str = "pvt_v2_b0_segformer", height: int = 384, width: int = 480,
                  formats: Sequence[str] = ("onnx", "torchscript"), output: str = "labels",
@@ -297,12 +331,45 @@ def export_model(model: nn.Module, out: "str | os.PathLike[str]" = "models/build
                  checkpoint_sha256: Optional[str] = None, verify: bool = True,
                  sample_image: "str | os.PathLike[str] | None" = None, fuse: bool = True,
                  dynamic_ranges: Optional[Dict[str, List[int]]] = None, trt_check: bool = True,
-                 log: Any = print) -> Dict[str, Path]:
-    """Write `out`.onnx / `out`.ts / `out`.json (atomically, after the self-check passes).
+                 check_memory: bool = True, log: Any = print) -> Dict[str, Path]:
+    """Write `out`.onnx / `out`.ts / `out`.json as one set (io_utils.AtomicSet), after the self-check.
 
     Returns {"onnx": Path, "torchscript": Path, "json": Path} for the formats written.
-    Raises ExportError (nothing written) when the artifacts disagree with PyTorch.
+    Raises ExportError when the artifacts disagree with PyTorch, ExportMemoryError when the
+    input size needs more memory than is available (`check_memory=False` skips the check),
+    WriteError / DiskSpaceError when the files cannot be written. Whatever fails, nothing
+    is written and the previous files of `out` stay as they were.
     """
+    formats = _check_request(model, arch, formats, height, width, batch, output, opset, dynamic)
+    meta = _export_meta(model, arch=arch, height=height, width=width, formats=formats, output=output,
+                        label_dtype=label_dtype, batch=batch, dynamic=dynamic, opset=opset, fuse=fuse,
+                        class_names=class_names, palette=palette, mean=mean, std=std,
+                        checkpoint_sha256=checkpoint_sha256, dynamic_ranges=dynamic_ranges)
+    base = _base_path(out)
+    _preflight(model, base, formats, batch, height, width, output, verify, check_memory, log)
+    m = prepare_for_export(model, output=output, label_dtype=label_dtype, height=height, width=width,
+                           dynamic=dynamic, fuse=fuse)
+    finals = {f: base.with_suffix(SUFFIX[f]) for f in formats}
+    json_path = base.with_suffix(".json")
+    with AtomicSet() as files:
+        digests, onnx_model = _stage_graphs(files, m, finals, meta, trt_check=trt_check, log=log)
+        if verify:
+            tmp = {f: files.temp(p) for f, p in finals.items()}
+            meta["export"]["check"] = _self_check(model, tmp, meta, base.name, sample_image, onnx_model, log)
+        meta[meta_mod.ARTIFACTS_KEY] = digests
+        files.write_bytes(json_path, meta_mod.dumps(meta).encode("utf-8"), "the sidecar")
+        # Sidecar first: from its rename on, a reader checks each graph against its digest.
+        files.commit(first=[json_path])
+    _note_stale_siblings(base, formats, log)
+    result = dict(finals)
+    result["json"] = json_path
+    log("wrote " + ", ".join(str(p) for p in result.values()))
+    return result
+
+
+def _check_request(model: nn.Module, arch: str, formats: Sequence[str], height: int, width: int, batch: int,
+                   output: str, opset: int, dynamic: bool) -> Tuple[str, ...]:
+    """Refuse what cannot be exported before any work; returns the formats as a tuple."""
     if not hasattr(model, "set_output"):
         raise ExportError(f"{type(model).__name__} is not a pvtseg segmentor (no set_output); "
                           "create one with create_model('<backbone>_<fpn|segformer>', ...)")
@@ -324,60 +391,124 @@ def export_model(model: nn.Module, out: "str | os.PathLike[str]" = "models/build
         if blockers:
             raise ExportError(f"{arch} cannot be exported with dynamic height/width: " + "; ".join(blockers)
                               + ". Export a static graph per input size instead (drop --dynamic).")
+    return formats
+
+
+def _export_meta(model: nn.Module, *, arch: str, height: int, width: int, formats: Sequence[str], output: str,
+                 label_dtype: str, batch: int, dynamic: bool, opset: int, fuse: bool,
+                 class_names: Optional[List[str]], palette: Optional[List[List[int]]],
+                 mean: Optional[List[float]], std: Optional[List[float]], checkpoint_sha256: Optional[str],
+                 dynamic_ranges: Optional[Dict[str, List[int]]]) -> Dict[str, Any]:
+    """The sidecar of this export (CamVid's names, colours and statistics by default for 11 classes)."""
     num_classes = int(getattr(model, "num_classes"))
     if class_names is None and palette is None and num_classes == camvid.NUM_CLASSES:
         class_names, palette = list(camvid.CLASS_NAMES), [list(c) for c in camvid.PALETTE]
-    mean = list(mean if mean is not None else camvid.MEAN)
-    std = list(std if std is not None else camvid.STD)
-    input_name = "input"
-    output_name = "labels" if output == "labels" else "logits"
     ranges = (dynamic_ranges or default_dynamic_ranges(batch, height, width)) if dynamic else None
-    meta = meta_mod.make_meta(
+    return meta_mod.make_meta(
         arch=arch, num_classes=num_classes, height=height, width=width,
         output_kind="labels" if output == "labels" else "logits",
         output_dtype=label_dtype if output == "labels" else "float32",
-        class_names=class_names, palette=palette, mean=mean, std=std, dynamic=ranges, precision="fp32",
+        class_names=class_names, palette=palette, mean=list(mean if mean is not None else camvid.MEAN),
+        std=list(std if std is not None else camvid.STD), dynamic=ranges, precision="fp32",
         output_stride=4 if output == "logits_4x" else 1, checkpoint_sha256=checkpoint_sha256,
-        input_name=input_name, output_name=output_name, batch=batch,
+        input_name="input", output_name="labels" if output == "labels" else "logits", batch=batch,
         export={"opset": opset, "fused": fuse, "formats": list(formats), "exporter": "torch.onnx (dynamo=False)"})
 
-    m = prepare_for_export(model, output=output, label_dtype=label_dtype, height=height, width=width,
-                           dynamic=dynamic, fuse=fuse)
-    base = _base_path(out)
-    final = {f: base.with_suffix(SUFFIX[f]) for f in formats}
-    with _temp_files(base, [SUFFIX[f] for f in formats]) as tmp:
-        tmp_by_fmt = {f: tmp[SUFFIX[f]] for f in formats}
-        onnx_model = None
-        if "onnx" in formats:
-            onnx_model = _export_onnx(m, tmp_by_fmt["onnx"], batch=batch, height=height, width=width, opset=opset,
-                                      dynamic=dynamic, input_name=input_name, output_name=output_name,
-                                      meta_json=json.dumps(meta), data_name=final["onnx"].name + ".data")
-            if trt_check:
-                from ..engine.trt_ops import check_onnx_for_tensorrt
 
-                for problem in check_onnx_for_tensorrt(onnx_model):
-                    msg = f"TensorRT compatibility: {problem}"
-                    warnings.warn(msg)
-                    log(f"warning: {msg}")
-        if "torchscript" in formats:
-            _export_torchscript(m, tmp_by_fmt["torchscript"])
-        if verify:
-            inputs = _check_inputs(batch, height, width, mean, std, sample_image, dynamic, ranges, log)
-            report, failures = verify_artifacts(model, tmp_by_fmt, inputs, output=output, onnx_model=onnx_model)
-            for line in report:
-                log(f"check {line}")
-            if failures:
-                raise ExportError(f"{base.name}: exported artifacts disagree with PyTorch: " + "; ".join(failures)
-                                  + ". Nothing was written. Try --no-fuse, or report the model/opset.")
-            meta["export"]["check"] = report
-        for f in formats:
-            os.replace(tmp_by_fmt[f], final[f])
-    # One sidecar for every artifact of this base name.
-    json_path = meta_mod.write(base.with_suffix(".onnx"), meta)
-    result = dict(final)
-    result["json"] = json_path
-    log("wrote " + ", ".join(str(p) for p in result.values()))
-    return result
+def _preflight(model: nn.Module, base: Path, formats: Sequence[str], batch: int, height: int, width: int,
+               output: str, verify: bool, check_memory: bool, log: Any) -> None:
+    """Fail in seconds, not after minutes: the folder is writable, has room, the size fits in memory."""
+    check_writable(base.parent, "into the output folder")
+    clean_stale_temps(base.parent)
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    check_free_space(base.parent, weights * len(formats), f"the export ({len(formats)} file(s) holding the "
+                     f"{weights / 2 ** 20:.0f} MiB of weights)")
+    if check_memory:
+        _check_memory(model, batch, height, width, output, verify, log)
+
+
+def _check_memory(model: nn.Module, batch: int, height: int, width: int, output: str, verify: bool,
+                  log: Any) -> None:
+    from .memory import available_memory, estimate_export_memory, gib
+
+    try:
+        est = estimate_export_memory(model, batch, height, width, output=output, verify=verify)
+    except Exception as e:  # a model the meta device cannot run: the check is advisory, say so and go on
+        log(f"note: could not estimate the export's memory ({type(e).__name__}: {e}); not checked")
+        return
+    avail = available_memory()
+    log(f"memory: {batch}x3x{height}x{width} needs {est.describe()}"
+        + (f"; {gib(avail)} available" if avail is not None else ""))
+    if avail is not None and est.bytes > avail:
+        raise ExportMemoryError(
+            f"exporting at {batch}x3x{height}x{width} needs {est.describe()}, but only {gib(avail)} of memory is "
+            "available (MemAvailable): it would swap for a long time or be killed. Export at a smaller "
+            "--height/--width (the runtime resizes frames to the export size), free memory, or pass "
+            "--force-size to try anyway.")
+
+
+def _stage_graphs(files: AtomicSet, m: nn.Module, finals: Dict[str, Path], meta: Dict[str, Any], *,
+                  trt_check: bool, log: Any) -> Tuple[Dict[str, Dict[str, Any]], Any]:
+    """Export each format into a temporary of `files`; returns (digests, the ONNX ModelProto or None)."""
+    inp = meta["input"]
+    digests: Dict[str, Dict[str, Any]] = {}
+    onnx_model = None
+    if "onnx" in finals:
+        onnx_model = _export_onnx(m, batch=int(meta["batch"]), height=inp["height"], width=inp["width"],
+                                  opset=meta["export"]["opset"], dynamic=inp["dynamic"] is not None,
+                                  input_name=inp["name"], output_name=meta["output"]["name"],
+                                  meta_json=json.dumps(meta))
+        _trt_warnings(onnx_model, trt_check, log)
+        digests.update(_stage_onnx(files, onnx_model, finals["onnx"]))
+    if "torchscript" in finals:
+        data = _torchscript_bytes(m)
+        files.write_bytes(finals["torchscript"], data, "the TorchScript file")
+        digests[finals["torchscript"].name] = meta_mod.bytes_digest(data)
+    return digests, onnx_model
+
+
+def _trt_warnings(onnx_model: Any, trt_check: bool, log: Any) -> None:
+    """Which TensorRT versions take the graph (as exported, or after build_engine.py adapts it,
+    engine/contract.py + adapt.py); a warning for any version neither works on. Never fails."""
+    if not trt_check:
+        return
+    try:
+        from ..engine.adapt import tensorrt_report
+
+        report = tensorrt_report(onnx_model)
+    except Exception as e:  # a checker bug must not cost the user an export
+        report = [("warning", f"TensorRT parser contract not checked ({type(e).__name__}: {e})")]
+    for level, line in report:
+        if level == "warning":
+            warnings.warn(line)
+        log(f"{level}: {line}")
+
+
+def _self_check(reference: nn.Module, paths: Dict[str, Path], meta: Dict[str, Any], name: str,
+                sample_image: Any, onnx_model: Any, log: Any) -> List[str]:
+    """verify_artifacts on the temporaries; ExportError (nothing written) when they disagree."""
+    inp = meta["input"]
+    output = {"labels": "labels", "logits": "logits"}[meta["output"]["kind"]]
+    if meta["output"]["stride"] == 4:
+        output = "logits_4x"
+    inputs = _check_inputs(int(meta["batch"]), inp["height"], inp["width"], inp["mean"], inp["std"], sample_image,
+                           inp["dynamic"] is not None, inp["dynamic"], log)
+    report, failures = verify_artifacts(reference, paths, inputs, output=output, onnx_model=onnx_model)
+    for line in report:
+        log(f"check {line}")
+    if failures:
+        raise ExportError(f"{name}: exported artifacts disagree with PyTorch: " + "; ".join(failures)
+                          + ". Nothing was written. Try --no-fuse, or report the model/opset.")
+    return report
+
+
+def _note_stale_siblings(base: Path, formats: Sequence[str], log: Any) -> None:
+    """An artifact of the same base name left by an earlier export is not described by the new sidecar."""
+    for f in FORMATS:
+        other = base.with_suffix(SUFFIX[f])
+        if f not in formats and other.is_file():
+            log(f"note: {other} is from an earlier export and does not match the new {base.name}.json; "
+                f"delete it, or export again with --formats including {f}")
 
 
 def _check_inputs(batch: int, height: int, width: int, mean: List[float], std: List[float],

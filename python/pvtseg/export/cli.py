@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 
 from .. import meta as meta_mod
 from ..errors import PvtsegError
+from ..io_utils import describe_os_error
 from ..models import camvid
 from .artifacts import FORMATS, export_model, sha256_file
 
@@ -19,9 +20,11 @@ PROG = "pvtseg export"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Export a segmentor to ONNX / TorchScript + sidecar, "
                                                        "with a parity self-check against PyTorch.")
-    p.add_argument("--model", required=True, help="registered segmentor, e.g. pvt_v2_b0_segformer")
+    p.add_argument("--model", help="registered segmentor, e.g. pvt_v2_b0_segformer (default: the one a "
+                                   "`pvtseg train` checkpoint was trained as)")
     p.add_argument("--checkpoint", help="weights (any format pvtseg reads); omitted: random weights (testing only)")
-    p.add_argument("--num-classes", type=int, help="classes (default: the sidecar's, else 11 = CamVid)")
+    p.add_argument("--num-classes", type=int,
+                   help="classes (default: the sidecar's, else a `pvtseg train` checkpoint's, else 11 = CamVid)")
     p.add_argument("--height", type=int, help="input height, multiple of 32 (default: sidecar's, else 384)")
     p.add_argument("--width", type=int, help="input width, multiple of 32 (default: sidecar's, else 480)")
     p.add_argument("--batch", type=int, default=1)
@@ -36,12 +39,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fuse", action="store_true", help="skip the exact inference rewrites (models/fuse.py)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity self-check (not recommended)")
     p.add_argument("--sample-image", help="image for the real-frame check (default: a CamVid val frame)")
+    p.add_argument("--force-size", action="store_true",
+                   help="export even when the input size's estimated memory exceeds the available memory")
     return p
 
 
 def _fail(msg: str) -> int:
     print(f"{PROG}: error: {msg}", file=sys.stderr)
     return 2
+
+
+def _trained_classes(checkpoint: Optional[str]) -> Dict[str, Any]:
+    """A `pvtseg train` checkpoint's model name and classes, as sidecar fields ({} otherwise):
+    the run recorded them, so its export needs no --model / --num-classes / --sidecar."""
+    from ..models.formats import is_training_checkpoint, read_checkpoint
+
+    if not checkpoint or not Path(checkpoint).is_file():
+        return {}
+    raw = read_checkpoint(checkpoint)
+    if not is_training_checkpoint(raw):
+        return {}
+    out: Dict[str, Any] = {"arch": raw.get("model_name")}
+    classes = raw.get("classes") or {}
+    if classes.get("names"):
+        out.update(num_classes=len(classes["names"]), class_names=list(classes["names"]))
+        if classes.get("palette"):
+            out["palette"] = [list(c) for c in classes["palette"]]
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -56,6 +80,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             src = meta_mod.read(args.sidecar)
         except PvtsegError as e:
             return _fail(str(e))
+    try:
+        src = {**_trained_classes(args.checkpoint), **src}  # an explicit --sidecar wins
+    except PvtsegError as e:
+        return _fail(str(e))
+    args.model = args.model or src.get("arch")
+    if not args.model:
+        return _fail("--model is required (a `pvtseg train` checkpoint names its own model)")
     inp = src.get("input", {})
     def pick(arg: Optional[int], key: str, default: int) -> int:
         return arg if arg is not None else int(inp.get(key) or src.get(key) or default)
@@ -70,7 +101,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.batch < 1:
         return _fail(f"--batch {args.batch}: must be >= 1")
     if src and src.get("num_classes") not in (None, num_classes):
-        return _fail(f"--num-classes {num_classes} but the sidecar {args.sidecar} lists {src['num_classes']} classes")
+        return _fail(f"--num-classes {num_classes} but {args.sidecar or args.checkpoint} lists {src['num_classes']} "
+                     "classes")
     if args.checkpoint and not Path(args.checkpoint).is_file():
         return _fail(f"checkpoint {args.checkpoint} does not exist")
     try:
@@ -84,10 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.checkpoint:
             from ..models import load_checkpoint
 
-            try:
-                load_checkpoint(model, args.checkpoint, strict=True)
-            except NotImplementedError:
-                return _fail("checkpoint loading is not available in this pvtseg build (models/checkpoints.py)")
+            load_checkpoint(model, args.checkpoint, strict=True)  # the safe reader; a training checkpoint: its EMA
             sha = sha256_file(args.checkpoint)
         else:
             print(f"{PROG}: warning: no --checkpoint: exporting RANDOM weights (for testing the pipeline only)",
@@ -96,7 +125,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                      output=args.output, label_dtype=args.label_dtype, batch=args.batch, dynamic=args.dynamic,
                      opset=args.opset, class_names=src.get("class_names"), palette=src.get("palette"),
                      mean=inp.get("mean"), std=inp.get("std"), checkpoint_sha256=sha,
-                     verify=not args.no_verify, sample_image=args.sample_image, fuse=not args.no_fuse)
+                     verify=not args.no_verify, sample_image=args.sample_image, fuse=not args.no_fuse,
+                     check_memory=not args.force_size)
+    except OSError as e:  # disk full, read-only, no permission (WriteError) or an unreadable input
+        print(f"{PROG}: error: {describe_os_error(e)}", file=sys.stderr)
+        return 1
     except PvtsegError as e:
         return _fail(str(e))
     return 0

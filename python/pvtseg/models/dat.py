@@ -22,7 +22,7 @@ normalized displacements, other input sizes use the same table (no resize needed
 Own state-dict layout: the official one (LeapLabTHU/DAT, CVPR 2022 release) regrouped
 per block (TorchScript cannot index `layer_norms[2 * d]`), with the segmentation code's
 per-level output norms, less the recomputed buffers (`relative_position_index`,
-`attn_mask`). checkpoints_extra.convert_official_dat maps
+`attn_mask`). formats/dat.py (convert_official_dat) maps
 `stages.i.layer_norms.{2j,2j+1}` -> `stages.i.blocks.j.norm{1,2}`, `stages.i.attns.j` ->
 `stages.i.blocks.j.attn` (in L/S blocks `proj_qkv` -> `qkv`, `proj_out` -> `proj`: they are
 Swin's window attention), `stages.i.mlps.j` -> `stages.i.blocks.j.mlp`, `down_projs.i` ->

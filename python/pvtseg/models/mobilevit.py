@@ -13,7 +13,7 @@ happens at all.
 Pyramid levels (strides 4, 8, 16, 32) are the outputs of layers 2..5; the classifier adds
 the 1x1 expansion conv (`final_conv`) and a linear head.
 
-Own state-dict layout (checkpoints_extra.py converts Hugging Face's):
+Own state-dict layout (formats/mobilevit.py converts Hugging Face's):
     stem.{conv,bn}
     stages.{0,1}.{j}.{expand,dw,reduce}.{conv,bn}                     MobileNetV2 layers
     stages.{2,3,4}.down.{expand,dw,reduce}.{conv,bn}                  stride-2 MV2 block

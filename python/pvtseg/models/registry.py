@@ -75,7 +75,7 @@ def create_model(
     model = _REGISTRY[name](**kwargs)
     model.pvtseg_name = name  # type: ignore[assignment]
     if checkpoint is not None:
-        from .checkpoints import load_checkpoint
+        from .formats import load_checkpoint
 
         load_checkpoint(model, checkpoint, strict=strict, drop_head=drop_head)
     return model

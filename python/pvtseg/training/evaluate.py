@@ -2,11 +2,19 @@
 
     pvtseg eval --model pvt_v2_b0_segformer --checkpoint models/camvid_pvt_v2_b0_segformer.pth \
         --data ../shared/data/camvid --split test [--flip] [--sliding]
+    pvtseg eval --checkpoint runs/mine/best.pth --data data/mine --split val   # any layout `pvtseg train` reads
+    pvtseg eval --onnx models/build/x_int8.onnx --split test      # an exported artifact (FP32 or Q/DQ INT8)
+
+With --onnx (any artifact the runtime loads: .onnx, .ts, .engine) the frames go through
+pvtseg.runtime.Segmenter, i.e. exactly the deployed path: the sidecar's preprocessing, the
+backend, logits upsampled bilinearly to the frame and argmax.
 
 Each frame is resized to the inference size (the sidecar's input height/width, e.g. 384x480),
 the logits are upsampled back to the frame's own size and compared with its label there.
-Label IGNORE_INDEX (11) is left out of every number. `evaluate_split` is the same code
-path the training loop uses for its val mIoU.
+The dataset's ignore index (CamVid: 11) is left out of every number. `evaluate_split` is the
+same code path the training loop uses for its val mIoU. --data takes every layout `pvtseg
+train` does (detected, see training/datasets/); a `pvtseg train` checkpoint names its model
+and classes, so --model is optional there and the class count is checked against the data.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -152,6 +160,24 @@ def evaluate_split(model: torch.nn.Module, images: np.ndarray, labels: np.ndarra
     return cm
 
 
+def evaluate_artifact(seg: Any, frames: Iterable[Tuple[np.ndarray, np.ndarray]], num_classes: int,
+                      progress: bool = False, total: Optional[int] = None) -> np.ndarray:
+    """Confusion matrix of an exported artifact over (BGR uint8 frame, label) pairs.
+
+    `seg` is a pvtseg.runtime.Segmenter (anything that maps a BGR frame to uint8 labels at the
+    frame's size): the deployed frame -> labels path is what gets measured.
+    """
+    it: Iterable[Tuple[np.ndarray, np.ndarray]] = frames
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(frames, desc="eval", unit="frame", total=total, dynamic_ncols=True, file=sys.stderr)
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    for bgr, lab in it:
+        cm += confusion_matrix(seg(bgr), np.ascontiguousarray(lab), num_classes)
+    return cm
+
+
 # ---------------------------------------------------------------------------------------------
 # reporting
 
@@ -212,24 +238,45 @@ def format_table(m: Dict[str, Any]) -> str:
 
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load a pvtseg state dict, or a training checkpoint (takes its EMA weights if present)."""
+    """Load weights in any format pvtseg reads, through the same safe reader as every checkpoint
+    (weights_only, never a pickle fallback): a state dict, or a `pvtseg train` checkpoint
+    (runs/X/last.pth, best.pth), which gives its EMA weights when the run kept an EMA."""
+    from ..models.formats import load_checkpoint, read_checkpoint, trained_model_name
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint {path} does not exist. Pass --checkpoint PATH to a .pth "
                                       "written by `pvtseg train` (runs/X/best.pth) or the shipped models/*.pth.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        sd = obj.get("ema") or obj["model"]
-    else:
-        sd = obj
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path} does not fit this model: {str(e)[:500]}. Check --model "
-                              "and --num-classes match the run that wrote it.") from e
+    raw = read_checkpoint(path)
+    trained_as, name = trained_model_name(raw), getattr(model, "pvtseg_name", None)
+    if trained_as is not None and name is not None and trained_as != name:
+        raise CheckpointError(f"checkpoint {path} was trained as {trained_as!r}, not {name!r}: pass --model {trained_as}.")
+    report = load_checkpoint(model, raw, strict=True)
+    if report.missing:
+        raise CheckpointError(f"checkpoint {path} has no weights for {', '.join(report.missing[:4])}"
+                              f"{', ...' if len(report.missing) > 4 else ''}: it is not a trained {name or 'model'} "
+                              "(ImageNet backbone weights?); evaluate a checkpoint written by `pvtseg train` or the "
+                              "shipped models/*.pth.")
+
+
+def _model_and_classes(ckpt: Path, layout: Any, model_arg: Optional[str]) -> Tuple[str, List[str]]:
+    """(model name, class names) of an eval: --model, else the training checkpoint's model; the
+    dataset's classes, which must be as many as the checkpoint was trained for."""
+    from ..models.formats import is_training_checkpoint, read_checkpoint
+
+    raw = read_checkpoint(ckpt) if ckpt.is_file() else None  # missing: load_weights says so
+    info: Dict[str, Any] = dict(raw) if raw is not None and is_training_checkpoint(raw) else {}
+    arch = model_arg or info.get("model_name") or "pvt_v2_b0_segformer"
+    names = list(layout.classes.names)
+    saved = list((info.get("classes") or {}).get("names") or [])
+    if saved and len(saved) != len(names):
+        raise CheckpointError(f"{ckpt} was trained for {len(saved)} classes ({', '.join(saved[:4])}, ...) but --data "
+                              f"{layout.root} ({layout.name} layout) has {len(names)} ({', '.join(names[:4])}, ...): "
+                              "evaluate on the dataset the model was trained for (or one with the same classes).")
+    if saved and saved != names:
+        print(f"pvtseg eval: note: the checkpoint names its classes {saved}, the dataset {names}; reporting the "
+              "dataset's names", file=sys.stderr)
+    return arch, names
 
 
 def _parse_size(vals: Optional[List[int]]) -> Optional[Tuple[int, int]]:
@@ -238,9 +285,15 @@ def _parse_size(vals: Optional[List[int]]) -> Optional[Tuple[int, int]]:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pvtseg eval", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="pvt_v2_b0_segformer", help="registered segmentor name")
-    ap.add_argument("--checkpoint", required=True, help="weights .pth (state dict or training checkpoint)")
-    ap.add_argument("--data", default=None, help="CamVid folder (default ../shared/data/camvid)")
+    ap.add_argument("--model", default=None,
+                    help="registered segmentor name (default: the training checkpoint's, else pvt_v2_b0_segformer)")
+    ap.add_argument("--checkpoint", default=None, help="weights .pth (state dict or training checkpoint)")
+    ap.add_argument("--onnx", "--artifact", dest="artifact", default=None,
+                    help="evaluate an exported artifact instead of --model/--checkpoint: .onnx (FP32 or Q/DQ "
+                         "INT8, ONNX Runtime), .ts or .engine, run by pvtseg.runtime.Segmenter")
+    ap.add_argument("--data", default=None,
+                    help="dataset folder in any layout `pvtseg train` reads (CamVid, Cityscapes, ADE20K, mmseg, "
+                         "images/ + masks/ + classes.json); default ../shared/data/camvid")
     ap.add_argument("--split", default="test", choices=("train", "val", "test"))
     ap.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
                     help="inference size; default: the checkpoint's sidecar, else 384 480")
@@ -249,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sliding-window inference; optional window H W (default 3/4 of --size, stride 2/3 window)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave default)")
+    ap.add_argument("--threads", type=int, default=0, help="torch / ONNX Runtime CPU threads (0: leave default)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N frames (quick checks)")
     ap.add_argument("--out", default=None, help="folder for metrics.json + confusion.png (default beside checkpoint)")
     ap.add_argument("--no-cache", action="store_true", help="do not read/write the decoded-frames cache")
@@ -267,9 +320,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .. import meta as meta_mod
-    from .datasets import DEFAULT_CACHE, find_camvid, load_split
+    from .datasets import DEFAULT_CACHE, load_split, open_dataset
     from ..models import create_model
 
+    if (args.artifact is None) == (args.checkpoint is None):
+        raise PvtsegError("pass either --checkpoint PATH (with --model) or --onnx PATH (an exported artifact), "
+                          "not both and not neither.")
+    if args.artifact is not None:
+        return _run_artifact(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -292,9 +350,10 @@ def _run(args: argparse.Namespace) -> int:
         if len(sliding) != 2:
             raise PvtsegError("--sliding takes no value or two (window H W).")
 
-    root = find_camvid(args.data)
-    split = load_split(root, args.split, cache_dir=None if args.no_cache else DEFAULT_CACHE, limit=args.limit)
-    model = create_model(args.model, num_classes=NUM_CLASSES)
+    layout = open_dataset(args.data)
+    arch, names = _model_and_classes(ckpt, layout, args.model)
+    split = load_split(layout, args.split, cache_dir=None if args.no_cache else DEFAULT_CACHE, limit=args.limit)
+    model = create_model(arch, num_classes=len(names))
     load_weights(model, ckpt)
     model.to(device)
     if device.type == "cuda":
@@ -302,20 +361,54 @@ def _run(args: argparse.Namespace) -> int:
 
     t0 = time.time()
     cm = evaluate_split(model, split.images, split.labels, size, device=device, batch_size=args.batch,
-                        flip=args.flip, sliding=sliding, progress=True)
+                        flip=args.flip, sliding=sliding, num_classes=len(names), progress=True)
     dt = time.time() - t0
-    m = metrics_from_confusion(cm, CLASS_NAMES)
-    m.update({"model": args.model, "checkpoint": str(ckpt), "split": args.split, "frames": len(split),
+    m = metrics_from_confusion(cm, names)
+    m.update({"model": arch, "checkpoint": str(ckpt), "dataset": layout.name, "data": str(layout.root),
+              "split": args.split, "frames": len(split),
               "size": list(size), "flip": args.flip, "sliding": list(sliding) if sliding else None,
               "seconds": round(dt, 1), "device": str(device), "confusion": cm.tolist()})
 
     out = Path(args.out) if args.out else ckpt.parent / f"eval_{ckpt.stem}_{args.split}"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(m, indent=2) + "\n")
-    confusion_png(cm, out / "confusion.png",
-                  title=f"{args.model} {args.split}: mIoU {100 * m['miou']:.1f}, pixel acc {100 * m['pixel_acc']:.1f}")
-    print(f"{args.model} on CamVid {args.split} ({len(split)} frames at {size[0]}x{size[1]}"
+    confusion_png(cm, out / "confusion.png", class_names=names,
+                  title=f"{arch} {args.split}: mIoU {100 * m['miou']:.1f}, pixel acc {100 * m['pixel_acc']:.1f}")
+    print(f"{arch} on {layout.name} {args.split} ({len(split)} frames at {size[0]}x{size[1]}"
           f"{', flip' if args.flip else ''}{', sliding' if sliding else ''}; {dt:.0f} s on {device}):")
+    print(format_table(m))
+    print(f"wrote {out / 'metrics.json'} and {out / 'confusion.png'}")
+    return 0
+
+
+def _run_artifact(args: argparse.Namespace) -> int:
+    """`pvtseg eval --onnx X`: the exported artifact through the runtime, on a CamVid split."""
+    from ..runtime import Segmenter
+    from .datasets import DEFAULT_CACHE, find_camvid, load_split
+
+    if args.flip or args.sliding is not None or args.size is not None:
+        raise PvtsegError("--flip, --sliding and --size apply to --checkpoint only: an artifact runs at its "
+                          "sidecar's input size, one pass per frame, as deployed.")
+    path = Path(args.artifact)
+    seg = Segmenter(path, args.device or "cpu", **({"threads": args.threads} if args.threads else {}))
+    split = load_split(find_camvid(args.data), args.split, cache_dir=None if args.no_cache else DEFAULT_CACHE,
+                       limit=args.limit)
+    names = seg.class_names
+    t0 = time.time()
+    frames = ((np.ascontiguousarray(split.images[i][:, :, ::-1]), split.labels[i]) for i in range(len(split)))
+    cm = evaluate_artifact(seg, frames, seg.num_classes, progress=True, total=len(split))
+    dt = time.time() - t0
+    m = metrics_from_confusion(cm, names)
+    m.update({"artifact": str(path), "arch": seg.meta["arch"], "precision": seg.meta["precision"],
+              "backend": seg.backend.describe(), "split": args.split, "frames": len(split),
+              "size": list(seg.input_size), "seconds": round(dt, 1), "confusion": cm.tolist()})
+    out = Path(args.out) if args.out else path.parent / f"eval_{path.stem}_{args.split}"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "metrics.json", json.dumps(m, indent=2) + "\n")
+    title = f"{path.name} {args.split}: mIoU {100 * m['miou']:.1f}, pixel acc {100 * m['pixel_acc']:.1f}"
+    confusion_png(cm, out / "confusion.png", class_names=names, title=title)
+    print(f"{path.name} ({seg.meta['precision']}, {seg.backend.describe()}) on CamVid {args.split} "
+          f"({len(split)} frames at {seg.input_size[0]}x{seg.input_size[1]}; {dt:.0f} s):")
     print(format_table(m))
     print(f"wrote {out / 'metrics.json'} and {out / 'confusion.png'}")
     return 0

@@ -30,9 +30,10 @@ from ..io_utils import atomic_write_bytes
 def ship(checkpoint: str | Path, out: str | Path, size: tuple[int, int] = (384, 480), raw: bool = False,
          **extra) -> Path:
     from ..models import create_model
+    from ..models.formats import is_training_checkpoint, read_checkpoint
 
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if not (isinstance(ck, dict) and "model" in ck):
+    ck = read_checkpoint(checkpoint)  # the safe reader: weights_only, never a pickle fallback
+    if not (is_training_checkpoint(ck) and isinstance(ck.get("model"), dict)):
         raise CheckpointError(f"{checkpoint} is not a `pvtseg train` checkpoint (no 'model' entry).")
     arch = ck.get("model_name", "pvt_v2_b0_segformer")
     sd = ck["model"] if raw or not ck.get("ema") else ck["ema"]["module"]
