@@ -6,11 +6,28 @@
 #
 #   bash tests/run_cpp.sh                      # build dir build/cpp, 2 jobs
 #   PVTSEG_CPP_BUILD=build/x PVTSEG_CPP_JOBS=8 bash tests/run_cpp.sh
+#   PVTSEG_CUDA=1 bash tests/run_cpp.sh        # GPU machine (tests/run_gpu.sh): see below
+#
+# PVTSEG_CUDA=1: a separate build (build/cpp_cuda, all cores) with -DPVTSEG_CUDA_TESTS=ON for
+# the GPU's architecture, and only the GPU checks: the CUDA preprocessing kernel vs its
+# host reference (preprocess_cuda) and C++ LibTorch on CUDA vs the Python runtime
+# (parity_*, PVTSEG_TEST_DEVICE=cuda). Needs nvcc and a CUDA build of the pip torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+CUDA=${PVTSEG_CUDA:-0}
 BUILD=${PVTSEG_CPP_BUILD:-build/cpp}
 JOBS=${PVTSEG_CPP_JOBS:-2}
+CMAKE_EXTRA=()
+CTEST_EXTRA=()
+if [ "$CUDA" = 1 ]; then
+  BUILD=${PVTSEG_CPP_BUILD:-build/cpp_cuda}
+  JOBS=${PVTSEG_CPP_JOBS:-$(nproc)}
+  arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '. ' || true)
+  CMAKE_EXTRA=(-DPVTSEG_CUDA_TESTS=ON "-DCMAKE_CUDA_ARCHITECTURES=${arch:-native}" -DPVTSEG_BUILD_DEMO=OFF)
+  CTEST_EXTRA=(-R '^(preprocess_cuda|preprocess_reference|parity_camvid|parity_logits|parity_logits4)$')
+  export PVTSEG_TEST_DEVICE=cuda
+fi
 start=$(date +%s)
 say() { echo "run_cpp: $* ($(( $(date +%s) - start ))s)"; }
 
@@ -30,11 +47,16 @@ fi
 python3 -c 'import torch' 2>/dev/null || python3 -m pip install -q torch==2.13.0
 python3 -c 'import cv2, numpy' 2>/dev/null || python3 -m pip install -q "opencv-python-headless>=4.8" numpy
 TORCH_PREFIX=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+if [ "$CUDA" = 1 ] && ! python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  echo "run_cpp: PVTSEG_CUDA=1 but this torch sees no CUDA device; install a CUDA build of torch (pip install torch)"
+  exit 1
+fi
 
 # 3. Configure + build (the LibTorch backend is the only torch translation unit).
 say "configure $BUILD"
 mkdir -p "$BUILD"
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" >"$BUILD/configure.log" 2>&1 \
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" ${CMAKE_EXTRA[@]+"${CMAKE_EXTRA[@]}"} \
+  >"$BUILD/configure.log" 2>&1 \
   || { cat "$BUILD/configure.log"; exit 1; }
 grep -E "pvtseg|OpenCV|nlohmann" "$BUILD/configure.log" || true
 say "build -j$JOBS"
@@ -51,5 +73,5 @@ python3 cpp/tests/make_test_data.py --out "$BUILD/test_data"
 #    math's host reference vs OpenCV, C++ vs Python parity (labels, logits stride 1 and 4),
 #    frames, headless demo, install + minimal_app.
 say "ctest"
-ctest --test-dir "$BUILD" --output-on-failure
+ctest --test-dir "$BUILD" --output-on-failure ${CTEST_EXTRA[@]+"${CTEST_EXTRA[@]}"}
 say "done"

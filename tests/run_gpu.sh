@@ -32,7 +32,7 @@ timeout 150 python3 -m pvtseg bench --device cuda --fp16 --cuda-graph --frames 1
 
 step "C++: CUDA preprocessing kernel vs host reference, LibTorch on CUDA vs Python"
 if command -v nvcc >/dev/null 2>&1 && [ -f tests/run_cpp.sh ]; then
-    PVTSEG_CUDA=1 timeout 240 bash tests/run_cpp.sh || status=1
+    PVTSEG_CUDA=1 timeout 360 bash tests/run_cpp.sh || status=1
 else
     echo "skip: nvcc not found (CUDA toolkit needed for preprocess.cu)"
 fi

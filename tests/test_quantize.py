@@ -244,6 +244,9 @@ def test_cli_writes_int8_sidecar_and_eval_accepts_it(camvid_setup, capsys):
     acc = qb["accuracy"]
     assert acc["passed"] and acc["frames"] == 8 and acc["drop_points"] <= 2.0
     assert Q.check_qdq(onnx.load(str(out))) == []
+    from pvtseg.apps.bench import _output_tag
+
+    assert (_output_tag(s["onnx"]), _output_tag(out)) == ("logits/1", "logits/1 int8")  # two rows in `pvtseg bench`
     capsys.readouterr()
     rc = pvtseg_main(["eval", "--onnx", str(out), "--data", str(s["data"]), "--split", "test", "--no-cache",
                       "--threads", "2", "--out", str(s["dir"] / "ev")])

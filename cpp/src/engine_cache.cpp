@@ -16,6 +16,7 @@
 #endif
 
 #include "pvtseg/error.hpp"
+#include "pvtseg/segmenter.hpp"
 
 namespace pvtseg {
 namespace detail {
@@ -181,6 +182,7 @@ EngineCacheKey make_engine_cache_key(const std::string& onnx_path, const InputSp
   key.compute_capability = compute_capability;
   key.precision = precision;
   key.profile_json = profile_json(in);
+  key.pvtseg_version = version();
   return key;
 }
 
@@ -188,7 +190,7 @@ std::string engine_cache_key_text(const EngineCacheKey& key) {
   auto q = [](const std::string& s) { return nlohmann::json(s).dump(); };  // a JSON string literal
   return "{\"cc\": " + q(key.compute_capability) + ", \"onnx_sha256\": " + q(key.onnx_sha256) +
          ", \"precision\": " + q(key.precision) + ", \"profile\": " + key.profile_json +
-         ", \"tensorrt\": " + q(key.tensorrt_version) + "}";
+         ", \"pvtseg\": " + q(key.pvtseg_version) + ", \"tensorrt\": " + q(key.tensorrt_version) + "}";
 }
 
 std::string engine_cache_key(const EngineCacheKey& key) {

@@ -8,7 +8,7 @@
 // where key = sha256 of the JSON text Python's json.dumps(fields, sort_keys=True) gives for
 //   {"cc": "8.7", "onnx_sha256": <digest>, "precision": "fp16",
 //    "profile": {"dynamic": <input.dynamic or null>, "height": H, "width": W},
-//    "tensorrt": "10.3.0.30"}
+//    "pvtseg": "0.1.0", "tensorrt": "10.3.0.30"}
 // and <digest> is the sha256 of the .onnx, or, when its weights sit in <x>.onnx.data, the
 // sha256 of the two files' hex digests concatenated. The engine counts as cached when the
 // file exists and its sidecar's "engine_cache_key" equals the key; any change of the model,
@@ -40,12 +40,14 @@ struct EngineCacheKey {
   std::string compute_capability;  // "8.7"
   std::string precision;           // fp32 | fp16 | int8
   std::string profile_json;        // {"dynamic": ..., "height": H, "width": W}
+  std::string pvtseg_version;      // pvtseg::version(): the graph's adaptations depend on it
 };
 
 // engine_cache.py shape_profile, as json.dumps(..., sort_keys=True) writes it.
 std::string profile_json(const InputSpec& in);
 
 // Hashes the .onnx; refuses a precision other than fp32, fp16, int8 (kInvalidArgument).
+// pvtseg_version is this library's version().
 EngineCacheKey make_engine_cache_key(const std::string& onnx_path, const InputSpec& in,
                                      const std::string& tensorrt_version, const std::string& compute_capability,
                                      const std::string& precision);

@@ -212,18 +212,19 @@ void apply_precision(nvinfer1::INetworkDefinition& network, nvinfer1::IBuilderCo
     throw Error(ErrorCode::kInvalidArgument,
                 "TensorRT " + running_trt_version() + " builds FP16 only from a graph whose types are FP16 "
                 "(strongly typed; the FP16 builder flag is deprecated), and " + onnx + " is FP32.",
-                "Write the FP16 graph with `pvtseg build-engine --plan-only --fp16 --onnx " + onnx +
-                    " --save-onnx X_fp16.onnx` and open that (with the .json copied to X_fp16.json), or use precision "
-                    "fp32.");
+                "Let the Python runtime build it once (it converts the graph): `pvtseg demo --model " + onnx +
+                    " --backend tensorrt --precision fp16`; both runtimes share the cached engine. Or write the FP16 "
+                    "graph with `pvtseg build-engine --plan-only --fp16 --onnx " + onnx +
+                    " --save-onnx X_fp16.onnx` and open that (with the .json copied to X_fp16.json), or use fp32.");
   }
 #endif
 }
 
-std::vector<char> build_engine(const std::string& onnx, const ModelMeta& meta, const SegmenterOptions& opt,
-                               TrtLogger& logger, const Logger& log) {
+std::vector<char> build_engine(const std::string& onnx, const ModelMeta& meta, const std::string& precision,
+                               const SegmenterOptions& opt, TrtLogger& logger, const Logger& log) {
   std::unique_ptr<nvinfer1::IBuilder> builder(nvinfer1::createInferBuilder(logger));
   if (!builder) build_failed("TensorRT could not create a builder" + logger.reason() + ".", onnx);
-  std::unique_ptr<nvinfer1::INetworkDefinition> network(builder->createNetworkV2(network_flags(opt.precision)));
+  std::unique_ptr<nvinfer1::INetworkDefinition> network(builder->createNetworkV2(network_flags(precision)));
   std::unique_ptr<nvonnxparser::IParser> parser(nvonnxparser::createParser(*network, logger));
   std::unique_ptr<nvinfer1::IBuilderConfig> config(builder->createBuilderConfig());
   if (!network || !parser || !config) build_failed("TensorRT could not set up the build" + logger.reason() + ".", onnx);
@@ -231,7 +232,7 @@ std::vector<char> build_engine(const std::string& onnx, const ModelMeta& meta, c
   check_network(*network, meta, onnx);
   config->setMemoryPoolLimit(nvinfer1::MemoryPoolType::kWORKSPACE, opt.workspace_bytes);
   add_profile(*builder, *network, *config, meta.input, onnx, log);
-  apply_precision(*network, *config, opt.precision, onnx, log);
+  apply_precision(*network, *config, precision, onnx, log);
   std::unique_ptr<nvinfer1::IHostMemory> plan;
   {
     Heartbeat heartbeat(log, "engine cache");
@@ -253,17 +254,23 @@ std::string read_text(const std::string& path) {
 
 std::string cached_engine_for_onnx(const ModelMeta& meta, const SegmenterOptions& opt, TrtLogger& trt_logger,
                                    const Logger& log, const std::string& trt_version, const std::string& cc) {
-  const EngineCacheKey key = make_engine_cache_key(opt.model_path, meta.input, trt_version, cc, opt.precision);
+  // A Q/DQ graph builds INT8 whatever is asked (as engine_cache.py): key and name say so.
+  const std::string precision = meta.precision == "int8" ? std::string("int8") : opt.precision;
+  if (precision != opt.precision) {
+    log(LogLevel::kInfo, "engine cache: " + opt.model_path + " is a Q/DQ (INT8) graph; using int8 (asked: " +
+                             opt.precision + ")");
+  }
+  const EngineCacheKey key = make_engine_cache_key(opt.model_path, meta.input, trt_version, cc, precision);
   const std::string path = engine_cache_path(opt.model_path, opt.engine_cache_dir, key);
   if (cached_engine_usable(path, engine_cache_key(key))) {
     log(LogLevel::kInfo, "engine cache: reusing " + path);
     return path;
   }
   log(LogLevel::kInfo, "engine cache: building " + path + " from " + opt.model_path + " (TensorRT " + trt_version +
-                           ", sm " + cc + ", " + opt.precision + ", workspace " +
+                           ", sm " + cc + ", " + precision + ", workspace " +
                            std::to_string(opt.workspace_bytes >> 20) + " MiB); this takes a few minutes, once");
   const auto t0 = Clock::now();
-  const std::vector<char> plan = build_engine(opt.model_path, meta, opt, trt_logger, log);
+  const std::vector<char> plan = build_engine(opt.model_path, meta, precision, opt, trt_logger, log);
   // The sidecar first: an engine file is only ever seen with its sidecar beside it.
   const std::string sidecar = cached_engine_sidecar(read_text(sidecar_path(opt.model_path)), key);
   write_file_atomic(sidecar_path(path), sidecar.data(), sidecar.size());

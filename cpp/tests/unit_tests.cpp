@@ -208,7 +208,8 @@ void check_cache_keys(const std::string& tmp) {
   // The JSON engine_cache.py hashes: json.dumps(fields, sort_keys=True).
   CHECK(pvtseg::detail::engine_cache_key_text(base) ==
         "{\"cc\": \"8.7\", \"onnx_sha256\": \"" + sha + "\", \"precision\": \"fp16\", \"profile\": {\"dynamic\": "
-        "null, \"height\": 128, \"width\": 160}, \"tensorrt\": \"10.3.0.30\"}");
+        "null, \"height\": 128, \"width\": 160}, \"pvtseg\": \"" + std::string(pvtseg::version()) +
+        "\", \"tensorrt\": \"10.3.0.30\"}");
   CHECK(key_for(onnx, "10.3.0.30", "8.7", "fp16", true).profile_json ==
         "{\"dynamic\": {\"batch\": [1, 8], \"height\": [64, 256], \"width\": [96, 320]}, \"height\": 128, "
         "\"width\": 160}");

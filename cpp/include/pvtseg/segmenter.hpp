@@ -67,10 +67,10 @@ struct SegmenterOptions {
   // Engine cache: an .onnx with the TensorRT backend is built into an engine once and cached
   // as `<stem>.<precision>.trt<version>.sm<cc>.<key>.engine` (+ its .json) beside the .onnx
   // (or in engine_cache_dir), keyed by the ONNX's sha256, the TensorRT version, the GPU's
-  // compute capability, the precision and the input shape profile; a later create() with
-  // the same key loads it. The Python runtime uses the same names and keys, so either one
-  // reuses an engine the other built. Progress goes to `log` (kInfo), from a helper thread
-  // while the build runs.
+  // compute capability, the precision, the input shape profile and the pvtseg version; a
+  // later create() with the same key loads it. The Python runtime uses the same names and
+  // keys, so either one reuses an engine the other built. Progress goes to `log` (kInfo),
+  // from a helper thread while the build runs.
   std::string precision = "fp32";             // "fp32" or "fp16" built here; "int8" reused if cached
   std::size_t workspace_bytes = 1ull << 30;   // builder workspace cap: 1 GiB fits an 8 GB Orin Nano
   std::string engine_cache_dir;               // empty: the .onnx's own folder

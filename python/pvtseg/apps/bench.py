@@ -713,10 +713,13 @@ def _output_tag(path: Path) -> str:
     from .. import meta as meta_mod
 
     try:
-        out = meta_mod.read(path)["output"]
+        meta = meta_mod.read(path)
     except PvtsegError:
         return path.stem
-    return "labels" if out["kind"] == "labels" else f"logits/{out['stride']}"
+    out = meta["output"]
+    tag = "labels" if out["kind"] == "labels" else f"logits/{out['stride']}"
+    # an FP32 ONNX and its Q/DQ INT8 copy differ only in precision: keep both rows
+    return tag if meta.get("precision", "fp32") == "fp32" else f"{tag} {meta['precision']}"
 
 
 def _cpu_name() -> str:

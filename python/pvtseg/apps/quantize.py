@@ -136,7 +136,7 @@ def evaluate_onnx(path: Path, pairs: Sequence[Tuple[Path, Path]], threads: Optio
     from ..runtime import Segmenter
     from ..training.evaluate import evaluate_artifact, metrics_from_confusion
 
-    with Segmenter(path, "cpu", **({"threads": threads} if threads else {})) as seg:
+    with Segmenter(path, "cpu", threads=threads) as seg:
         cm = evaluate_artifact(seg, (read_labelled(i, l) for i, l in pairs), seg.num_classes)
         return metrics_from_confusion(cm, seg.class_names)
 
@@ -156,10 +156,10 @@ def _gate(src: Path, qmodel: Any, int8_meta: Dict[str, Any], eval_dir: str | Pat
         meta_mod.write(cand, int8_meta)
         int8 = evaluate_onnx(cand, pairs, threads)
     rec = accuracy_gate(fp32["miou"], int8["miou"], max_drop, force)
+    pct = lambda v: None if v is None else round(100 * v, 2)  # noqa: E731
     rec.update({"dataset": str(eval_dir), "frames": len(pairs), "evaluated_with": "onnxruntime CPU (pvtseg.runtime)",
-                "per_class_iou": {n: [None if a is None else round(100 * a, 2), None if b is None else round(100 * b, 2)]
-                                  for (n, a), b in zip(fp32["per_class_iou"].items(),
-                                                       int8["per_class_iou"].values())}})
+                "per_class_iou_fp32_int8": {n: [pct(a), pct(int8["per_class_iou"][n])]
+                                            for n, a in fp32["per_class_iou"].items()}})
     log(f"  mIoU FP32 {rec['fp32_miou']:.2f} -> INT8 {rec['int8_miou']:.2f} (drop {rec['drop_points']:.2f}, "
         f"allowed {max_drop:g}{', FORCED' if rec['forced'] else ''}; {time.time() - t0:.0f} s)")
     return rec
@@ -184,7 +184,7 @@ def quantize(onnx: str | Path, calib: str | Path, out: str | Path, *, calib_fram
     fp32_meta = meta_mod.read(src)
     files = calibration_files(calib, calib_frames)
     pol = q.get_policy(policy, exclude)
-    with Segmenter(src, "cpu", **({"threads": threads} if threads else {})) as seg:
+    with Segmenter(src, "cpu", threads=threads) as seg:
         batches = preprocess_files(seg, files)
     log(f"calibrating {src.name} on {len(files)} frames of {calib} ({method}, policy {pol.name})")
     t0 = time.time()

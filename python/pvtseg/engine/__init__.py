@@ -10,6 +10,8 @@ modules that are unit-tested on CPU:
     fp16_onnx.py  pure-ONNX FP32 -> FP16 conversion with FP32 islands (strongly typed FP16)
     trt_ops.py    one operator table (10.0) and its markdown parser
     device.py     CUDA device / compute capability through the driver (ctypes)
+    quantize.py   float ONNX -> Q/DQ INT8 ONNX: policy, ONNX Runtime calibration, TensorRT
+                  checks, accuracy gate (`pvtseg quantize` is apps/quantize.py)
     cli.py        `pvtseg build-engine` / python/build_engine.py
 INT8 is explicit quantization only: a Q/DQ ONNX from `pvtseg quantize`, built with --int8.
 """

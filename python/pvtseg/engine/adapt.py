@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Set, Tuple
 
-from .contract import ONNX_DTYPE_NAMES, ParserContract, Problem, _attr, _Graph, check, contract_for, label_source
+from .contract import ONNX_DTYPE_NAMES, GraphInfo, ParserContract, Problem, check, contract_for, label_source, node_attr
 
 FLOAT, UINT8, INT32, INT64 = 1, 2, 6, 7
 
@@ -60,7 +60,7 @@ def _layernorm_nodes(ln: Any, axes: List[int], opset: int, dtype: Any) -> Tuple[
     p = f"{ln.name}/pvtseg_ln"
     x, scale = ln.input[0], ln.input[1]
     bias = ln.input[2] if len(ln.input) > 2 and ln.input[2] else None
-    eps = float(_attr(ln, "epsilon", 1e-5))
+    eps = float(node_attr(ln, "epsilon", 1e-5))
     inits = [numpy_helper.from_array(np.array(2.0, dtype), f"{p}/two"),
              numpy_helper.from_array(np.array(eps, dtype), f"{p}/epsilon")]
 
@@ -89,13 +89,13 @@ def _layernorm_nodes(ln: Any, axes: List[int], opset: int, dtype: Any) -> Tuple[
 def _decompose_layernorms(m: Any, out: Adapted) -> None:
     import numpy as np
 
-    g = _Graph.of(m)
+    g = GraphInfo.of(m)
     new_nodes, done = [], []
     for node in m.graph.node:
         if node.op_type != "LayerNormalization" or len([o for o in node.output if o]) > 1:
             new_nodes.append(node)
             continue
-        axis = int(_attr(node, "axis", -1))
+        axis = int(node_attr(node, "axis", -1))
         rank = g.rank.get(node.input[0]) if axis >= 0 else None
         if axis >= 0 and rank is None:
             new_nodes.append(node)  # rank unknown: left for the contract to report
@@ -151,7 +151,7 @@ def _insert_float_cast(m: Any, cast: Any) -> Any:
 
 
 def _fix_label_output(m: Any, out_vi: Any, c: ParserContract, out: Adapted) -> None:
-    g = _Graph.of(m)
+    g = GraphInfo.of(m)
     if label_source(g, out_vi.name) is None:
         return
     last = g.producer[out_vi.name]

@@ -209,7 +209,7 @@ def _copy_without_weights(model: Any, out: Any) -> None:
 
 
 @dataclass
-class _Graph:
+class GraphInfo:
     """What the rules need from a model: dtypes, ranks, producers, constants, outputs."""
     model: Any
     dtype: Dict[str, int] = field(default_factory=dict)
@@ -221,7 +221,7 @@ class _Graph:
     _values: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, model: Any) -> "_Graph":
+    def of(cls, model: Any) -> "GraphInfo":
         import onnx
 
         g = cls(model)
@@ -270,7 +270,7 @@ class _Graph:
         return tensor in self.constants
 
 
-def _attr(node: Any, name: str, default: Any = None) -> Any:
+def node_attr(node: Any, name: str, default: Any = None) -> Any:
     import onnx
 
     for a in node.attribute:
@@ -287,7 +287,7 @@ def _where(node: Any) -> str:
 PASS_THROUGH = frozenset({"Cast", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Transpose"})
 
 
-def label_source(g: _Graph, tensor: str) -> Optional[Any]:
+def label_source(g: GraphInfo, tensor: str) -> Optional[Any]:
     """The ArgMax/ArgMin node whose indices reach `tensor` through pass-through ops, if any."""
     seen = 0
     node = g.producer.get(tensor)
@@ -305,7 +305,7 @@ def label_source(g: _Graph, tensor: str) -> Optional[Any]:
 # Rules: each takes the graph and the contract and returns its problems.
 # ---------------------------------------------------------------------------------------------
 
-def _rule_opset(g: _Graph, c: ParserContract) -> List[Problem]:
+def _rule_opset(g: GraphInfo, c: ParserContract) -> List[Problem]:
     lo, hi = c.opset
     if g.opset and not lo <= g.opset <= hi:
         return [Problem(c.version, "opset", "", f"opset {g.opset} is outside {lo}..{hi}, the range TensorRT "
@@ -313,7 +313,7 @@ def _rule_opset(g: _Graph, c: ParserContract) -> List[Problem]:
     return []
 
 
-def _rule_ops(g: _Graph, c: ParserContract) -> List[Problem]:
+def _rule_ops(g: GraphInfo, c: ParserContract) -> List[Problem]:
     problems: List[Problem] = []
     missing: Dict[str, List[str]] = {}
     for node in g.model.graph.node:
@@ -337,7 +337,7 @@ def _rule_ops(g: _Graph, c: ParserContract) -> List[Problem]:
 _TYPE_CHECK_SKIP = frozenset({"Cast", "QuantizeLinear", "DequantizeLinear", "ConstantOfShape", "Shape"})
 
 
-def _rule_types(g: _Graph, c: ParserContract) -> List[Problem]:
+def _rule_types(g: GraphInfo, c: ParserContract) -> List[Problem]:
     problems = []
     for node in g.model.graph.node:
         allowed = c.types.get(node.op_type)
@@ -352,14 +352,14 @@ def _rule_types(g: _Graph, c: ParserContract) -> List[Problem]:
 
 
 def _cast_target(node: Any, c: ParserContract) -> str:
-    raw = int(_attr(node, "to", 0))
+    raw = int(node_attr(node, "to", 0))
     to = _ONNX_TO_TRT.get(raw, f"ONNX type {raw}")
     if to == "DOUBLE":
         return "FP32"
     return "INT32" if to == "INT64" and not c.int64 else to
 
 
-def _rule_cast(g: _Graph, c: ParserContract) -> List[Problem]:
+def _rule_cast(g: GraphInfo, c: ParserContract) -> List[Problem]:
     problems = []
     for node in g.model.graph.node:
         if node.op_type != "Cast" or not node.input:
@@ -387,7 +387,7 @@ def _rule_cast(g: _Graph, c: ParserContract) -> List[Problem]:
     return problems
 
 
-def _rule_int64_outputs(g: _Graph, c: ParserContract) -> List[Problem]:
+def _rule_int64_outputs(g: GraphInfo, c: ParserContract) -> List[Problem]:
     if c.int64:
         return []
     problems = []
@@ -406,7 +406,7 @@ _REDUCE = frozenset({"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "Reduc
                      "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"})
 
 
-def _rule_axes(g: _Graph, c: ParserContract) -> List[Problem]:
+def _rule_axes(g: GraphInfo, c: ParserContract) -> List[Problem]:
     problems = []
     for node in g.model.graph.node:
         if node.op_type == "Slice":
@@ -430,27 +430,27 @@ _RESIZE_COORD = ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "as
 _RESIZE_NEAREST = ("floor", "ceil", "round_prefer_floor", "round_prefer_ceil")
 
 
-def _rule_resize(g: _Graph, c: ParserContract) -> List[Problem]:
+def _rule_resize(g: GraphInfo, c: ParserContract) -> List[Problem]:
     problems = []
     for node in g.model.graph.node:
         if node.op_type != "Resize":
             continue
         bad = []
-        if _attr(node, "mode", "nearest") not in ("nearest", "linear"):
-            bad.append(f"mode {_attr(node, 'mode')!r} (TensorRT: nearest, linear)")
-        if _attr(node, "coordinate_transformation_mode", "half_pixel") not in _RESIZE_COORD:
-            bad.append(f"coordinate_transformation_mode {_attr(node, 'coordinate_transformation_mode')!r}")
-        if _attr(node, "nearest_mode", "round_prefer_floor") not in _RESIZE_NEAREST:
-            bad.append(f"nearest_mode {_attr(node, 'nearest_mode')!r}")
-        if _attr(node, "antialias", 0):
+        if node_attr(node, "mode", "nearest") not in ("nearest", "linear"):
+            bad.append(f"mode {node_attr(node, 'mode')!r} (TensorRT: nearest, linear)")
+        if node_attr(node, "coordinate_transformation_mode", "half_pixel") not in _RESIZE_COORD:
+            bad.append(f"coordinate_transformation_mode {node_attr(node, 'coordinate_transformation_mode')!r}")
+        if node_attr(node, "nearest_mode", "round_prefer_floor") not in _RESIZE_NEAREST:
+            bad.append(f"nearest_mode {node_attr(node, 'nearest_mode')!r}")
+        if node_attr(node, "antialias", 0):
             bad.append("antialias")
-        if _attr(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
-            bad.append(f"keep_aspect_ratio_policy {_attr(node, 'keep_aspect_ratio_policy')!r}")
+        if node_attr(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
+            bad.append(f"keep_aspect_ratio_policy {node_attr(node, 'keep_aspect_ratio_policy')!r}")
         problems += [Problem(c.version, "resize", node.name, f"{_where(node)}: {b} is not supported") for b in bad]
     return problems
 
 
-def _rule_layernorm_outputs(g: _Graph, c: ParserContract) -> List[Problem]:
+def _rule_layernorm_outputs(g: GraphInfo, c: ParserContract) -> List[Problem]:
     return [Problem(c.version, "layernorm", n.name, f"{_where(n)}: only the first output (Y) is supported")
             for n in g.model.graph.node if n.op_type == "LayerNormalization" and len([o for o in n.output if o]) > 1]
 
@@ -467,7 +467,7 @@ def is_quantized(model: Any) -> bool:
     return any(n.op_type in QDQ_OPS and n.domain in ("", "ai.onnx") for n in model.graph.node)
 
 
-def _weight_input(g: _Graph, tensor: str) -> bool:
+def _weight_input(g: GraphInfo, tensor: str) -> bool:
     """A constant, or a QuantizeLinear of a constant (the weight half of a Q/DQ pair)."""
     if g.is_constant(tensor):
         return True
@@ -476,7 +476,7 @@ def _weight_input(g: _Graph, tensor: str) -> bool:
         g.is_constant(p.input[0])
 
 
-def _qdq_scale(g: _Graph, c: ParserContract, node: Any) -> List[str]:
+def _qdq_scale(g: GraphInfo, c: ParserContract, node: Any) -> List[str]:
     bad: List[str] = []
     if len(node.input) < 2 or not node.input[1]:
         return ["the scale input is missing"]
@@ -494,17 +494,17 @@ def _qdq_scale(g: _Graph, c: ParserContract, node: Any) -> List[str]:
         if data is None and node.input[0] in g.producer:
             q = g.producer[node.input[0]]
             data = g.value(q.input[0]) if q.input else None
-        axis = int(_attr(node, "axis", 1))
+        axis = int(node_attr(node, "axis", 1))
         if data is not None and data.ndim and scale.size != data.shape[axis % data.ndim]:
             bad.append(f"{scale.size} scales for {data.shape[axis % data.ndim]} channels on axis {axis}")
         if g.opset and g.opset < 13:
             bad.append(f"per-axis quantization needs opset >= 13 (this graph: {g.opset})")
-    if _attr(node, "block_size", 0):
+    if node_attr(node, "block_size", 0):
         bad.append("blocked quantization (block_size) is not INT8 per-tensor/per-channel")
     return bad
 
 
-def _qdq_zero_point(g: _Graph, c: ParserContract, node: Any) -> List[str]:
+def _qdq_zero_point(g: GraphInfo, c: ParserContract, node: Any) -> List[str]:
     if len(node.input) < 3 or not node.input[2]:
         if c.qdq_needs_zero_point:
             return [f"TensorRT {c.version} needs the zero-point input: give an INT8 zero point of 0"]
@@ -522,7 +522,7 @@ def _qdq_zero_point(g: _Graph, c: ParserContract, node: Any) -> List[str]:
     return [] if not zp.any() else ["the zero point must be all zeros (TensorRT quantizes symmetrically)"]
 
 
-def _rule_qdq(g: _Graph, c: ParserContract) -> List[Problem]:
+def _rule_qdq(g: GraphInfo, c: ParserContract) -> List[Problem]:
     problems = []
     for node in g.model.graph.node:
         if node.op_type not in QDQ_OPS or node.domain not in ("", "ai.onnx"):
@@ -549,7 +549,7 @@ def check(model: Any, version: Any) -> List[Problem]:
     rewritten exactly by `pvtseg.engine.adapt.adapt` (what build_engine.py does).
     """
     c = contract_for(version)
-    g = _Graph.of(model)
+    g = GraphInfo.of(model)
     problems: List[Problem] = []
     for rule in RULES:
         problems += rule(g, c)

@@ -78,7 +78,7 @@ def run_half_with_fp32_islands(model: nn.Module, x: Tensor, half: Optional[nn.Mo
     """
     m = half if half is not None else half_model(model)
     with Fp32Islands():
-        feats = m.backbone.forward_features(x.half())  # type: ignore[operator]
+        feats = m.backbone.forward_features(x.half())  # type: ignore[operator,union-attr]
         logits = m.head(feats).float()  # type: ignore[operator]
     logits = F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False)
     return logits.argmax(1)
@@ -87,5 +87,5 @@ def run_half_with_fp32_islands(model: nn.Module, x: Tensor, half: Optional[nn.Mo
 @torch.no_grad()
 def run_fp32(model: nn.Module, x: Tensor) -> Tensor:
     m = model.eval()
-    logits = m.head(m.backbone.forward_features(x.float()))  # type: ignore[operator]
+    logits = m.head(m.backbone.forward_features(x.float()))  # type: ignore[operator,union-attr]
     return F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False).argmax(1)

@@ -15,6 +15,7 @@ graph saved are the ones a real build uses.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -173,7 +174,7 @@ def describe(prepared: PreparedBuild) -> List[str]:
     return lines
 
 
-def save_graph(prepared: PreparedBuild, path: "str | Path") -> Path:
+def save_graph(prepared: PreparedBuild, path: "str | os.PathLike[str]") -> Path:
     """Write the graph handed to the parser (atomically) and its sidecar beside it."""
     from ..io_utils import atomic_write_bytes
 

@@ -2,8 +2,8 @@
 
 The model runs once at the requested size on PyTorch's "meta" device: every operator
 computes its output shape but no data is allocated or computed, so even 8192x8192 takes
-well under a second. A dispatch hook records, per operator, the bytes of its tensor
-inputs plus the new tensors it returns (views of an input are not counted twice). The
+a second or two. A dispatch hook records, per operator, the bytes of the storages its
+tensor inputs and outputs use (a view shares its input's storage and is not counted twice). The
 largest such working set is what must be resident at once at the least; attention maps
 make it grow with the square of the image area (PVT's stage-1 attention at 8192x8192 is
 N x N/R^2 = 4M x 65K floats = 1 TiB), which a linear "activations per pixel" formula
@@ -13,8 +13,9 @@ The estimate is that working set times an overhead plus the weights. With the se
 on, ONNX Runtime (which materializes every attention map), the TorchScript file and the
 eager reference each run the graph, and ONNX Runtime's arenas keep their memory between
 runs: OVERHEAD_VERIFY = 6 fits the peak RSS of real `pvtseg export` runs of
-pvt_v2_b0_segformer here (largest working set -> peak RSS over the ~0.45 GiB the process
-holds anyway: 384x480 0.09 -> 0.97 GiB, 768x768 0.28 -> 2.0 GiB, 1024x1024 0.50 -> 3.4 GiB).
+pvt_v2_b0_segformer here (largest working set -> peak RSS: 384x480 0.09 -> 0.97 GiB,
+768x768 0.28 -> 2.0 GiB, 1024x1024 0.50 -> 3.4 GiB; 6x the working set plus the ~0.5 GiB
+a process with torch and onnxruntime holds anyway is within 10% above each).
 Without the self-check only tracing runs (PyTorch's CPU attention kernels need not
 materialize the map; 1024x1024 peaked at 0.65 GiB): OVERHEAD_TRACE = 1 stays on the safe side.
 """

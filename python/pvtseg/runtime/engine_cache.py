@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
+from .. import __version__
 from .. import meta as meta_mod
 from ..errors import EngineError, MetaError
 
@@ -52,9 +53,10 @@ def shape_profile(meta: Dict[str, Any]) -> Dict[str, Any]:
 
 def cache_key(onnx_sha256: str, trt_version: str, compute_capability: str, precision: str,
               profile: Dict[str, Any]) -> str:
-    """Everything an engine depends on, hashed; any change gives a different key."""
+    """Everything an engine depends on, hashed; any change gives a different key. pvtseg's own
+    version is part of it: the graph handed to the parser comes from pvtseg's adaptations."""
     fields = {"onnx_sha256": onnx_sha256, "tensorrt": trt_version, "cc": compute_capability,
-              "precision": precision, "profile": profile}
+              "precision": precision, "profile": profile, "pvtseg": __version__}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -97,6 +99,9 @@ def cached_engine(onnx_path: "str | Path", *, precision: str = "fp16", workspace
     if precision not in PRECISIONS:
         raise EngineError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     meta = meta_mod.read(onnx_path)
+    if meta.get("precision") == "int8" and precision != "int8":
+        log(f"engine cache: {onnx_path.name} is a Q/DQ (INT8) graph; building INT8 (asked: {precision})")
+        precision = "int8"  # TensorRT builds a Q/DQ graph in INT8 whatever flag is set
     target = target or _target()
     key = cache_key(onnx_digest(onnx_path), target["trt"], target["cc"], precision, shape_profile(meta))
     engine = engine_path_for(onnx_path, key, target["trt"], target["cc"], precision)

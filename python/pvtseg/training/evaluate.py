@@ -382,17 +382,20 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_artifact(args: argparse.Namespace) -> int:
-    """`pvtseg eval --onnx X`: the exported artifact through the runtime, on a CamVid split."""
+    """`pvtseg eval --onnx X`: the exported artifact through the runtime, on a split of any layout."""
     from ..runtime import Segmenter
-    from .datasets import DEFAULT_CACHE, find_camvid, load_split
+    from .datasets import DEFAULT_CACHE, load_split, open_dataset
 
     if args.flip or args.sliding is not None or args.size is not None:
         raise PvtsegError("--flip, --sliding and --size apply to --checkpoint only: an artifact runs at its "
                           "sidecar's input size, one pass per frame, as deployed.")
     path = Path(args.artifact)
-    seg = Segmenter(path, args.device or "cpu", **({"threads": args.threads} if args.threads else {}))
-    split = load_split(find_camvid(args.data), args.split, cache_dir=None if args.no_cache else DEFAULT_CACHE,
-                       limit=args.limit)
+    seg = Segmenter(path, args.device or "cpu", threads=args.threads or None)
+    layout = open_dataset(args.data)
+    if len(layout.classes.names) != seg.num_classes:
+        raise PvtsegError(f"{path.name} has {seg.num_classes} classes, the {layout.name} data at {layout.root} "
+                          f"has {len(layout.classes.names)}: evaluate on data with the model's classes.")
+    split = load_split(layout, args.split, cache_dir=None if args.no_cache else DEFAULT_CACHE, limit=args.limit)
     names = seg.class_names
     t0 = time.time()
     frames = ((np.ascontiguousarray(split.images[i][:, :, ::-1]), split.labels[i]) for i in range(len(split)))
@@ -407,7 +410,7 @@ def _run_artifact(args: argparse.Namespace) -> int:
     atomic_write_text(out / "metrics.json", json.dumps(m, indent=2) + "\n")
     title = f"{path.name} {args.split}: mIoU {100 * m['miou']:.1f}, pixel acc {100 * m['pixel_acc']:.1f}"
     confusion_png(cm, out / "confusion.png", class_names=names, title=title)
-    print(f"{path.name} ({seg.meta['precision']}, {seg.backend.describe()}) on CamVid {args.split} "
+    print(f"{path.name} ({seg.meta['precision']}, {seg.backend.describe()}) on {layout.name} {args.split} "
           f"({len(split)} frames at {seg.input_size[0]}x{seg.input_size[1]}; {dt:.0f} s):")
     print(format_table(m))
     print(f"wrote {out / 'metrics.json'} and {out / 'confusion.png'}")
