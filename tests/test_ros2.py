@@ -15,7 +15,6 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from _runtime_artifacts import cached_artifacts, camvid_frames
 
 from pvtseg.apps import ros2 as ros2_cli
 from pvtseg.apps import ros2_convert as conv
+from pvtseg.apps.ros2_bench import loopback_env, stop_node
 from pvtseg.errors import FrameError
 from pvtseg.models import camvid
 from pvtseg.runtime import Segmenter
@@ -224,9 +224,8 @@ def ros_env():
     profile shipped for images over 512 KiB is loaded: bgra8 CamVid frames are 675 KiB, and
     without it best-effort samples that size are nearly all lost (README, ROS 2 section)."""
     profile = str(ROOT / "examples" / "ros2" / "fastdds_large_images.xml")
-    env = {"ROS_LOCALHOST_ONLY": "1", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-           "ROS_DOMAIN_ID": str(random.randint(1, 100)), "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
-           "FASTDDS_DEFAULT_PROFILES_FILE": profile, "FASTRTPS_DEFAULT_PROFILES_FILE": profile}
+    env = dict(loopback_env(random.randint(1, 100)),
+               FASTDDS_DEFAULT_PROFILES_FILE=profile, FASTRTPS_DEFAULT_PROFILES_FILE=profile)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield env
@@ -302,16 +301,6 @@ def _start_node(art: Dict[str, Path], env: Dict[str, str], log: Path, *extra: st
         return subprocess.Popen(cmd, env=dict(os.environ, **env), stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def node(art, ros_env, tmp_path_factory, frames):
     log = tmp_path_factory.mktemp("ros2") / "node.log"
@@ -324,7 +313,7 @@ def node(art, ros_env, tmp_path_factory, frames):
     finally:
         if tester is not None:
             tester.close()
-        _stop(proc)
+        stop_node(proc)  # SIGINT, then kill after 10 s
         print(f"node log ({log}):\n{log.read_text()[-1500:]}")
 
 

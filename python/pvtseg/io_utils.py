@@ -20,6 +20,7 @@ day (another host: its pids mean nothing here).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import errno as errno_mod
 import itertools
 import os
@@ -438,3 +439,12 @@ def guard_write(fn: Callable[[], None], path: PathLike, what: str = "") -> None:
         raise
     except OSError as e:
         raise write_error(e, path, what) from None
+
+
+def sha256_file(path: "str | os.PathLike[str]") -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (graphs and checkpoints can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import __version__
 from .errors import ArtifactMismatchError, MetaError
-from .io_utils import atomic_write_text
+from .io_utils import atomic_write_text, sha256_file
 
 SCHEMA_VERSION = 1
 OUTPUT_KINDS = ("labels", "logits")
@@ -191,11 +191,7 @@ def bytes_digest(data: bytes) -> dict[str, Any]:
 
 
 def file_digest(path: str | os.PathLike) -> dict[str, Any]:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return {"bytes": os.path.getsize(path), "sha256": h.hexdigest()}
+    return {"bytes": os.path.getsize(path), "sha256": sha256_file(path)}
 
 
 def check_artifact(artifact: str | os.PathLike, meta: dict[str, Any], where: str = "sidecar") -> None:

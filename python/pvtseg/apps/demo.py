@@ -43,7 +43,7 @@ import numpy as np
 
 from ..errors import DiskSpaceError, PvtsegError, WriteError
 from ..io_utils import (check_free_space, check_writable, clean_stale_temps, describe_os_error, free_bytes,
-                        fsync_dir, fsync_file, temp_path_for)
+                        fsync_dir, fsync_file, sha256_file, temp_path_for)
 
 PROG = "pvtseg demo"
 DEFAULT_NAME = "camvid_pvt_v2_b0_segformer"
@@ -62,16 +62,6 @@ def default_model_paths() -> Dict[str, Path]:
     d = repo_models_dir()
     return {"checkpoint": d / f"{DEFAULT_NAME}.pth", "sidecar": d / f"{DEFAULT_NAME}.json",
             "clip": d / "samples" / "camvid_seq05vd.mp4", "build": d / "build"}
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _export_format() -> str:
@@ -102,7 +92,7 @@ def ensure_exported(checkpoint: Path, sidecar: Optional[Path] = None, build_dir:
     build_dir = Path(build_dir) if build_dir else checkpoint.parent / "build"
     base = build_dir / f"{checkpoint.stem}_{'labels' if output == 'labels' else output}"
     artifact = base.with_suffix(".onnx" if fmt == "onnx" else ".ts")
-    sha = _sha256(checkpoint)
+    sha = sha256_file(checkpoint)
     if base.with_suffix(".json").is_file():
         try:
             cached = meta_mod.read(base.with_suffix(".json"))

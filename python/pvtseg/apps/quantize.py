@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import meta as meta_mod
+from ..io_utils import sha256_file
 from ..errors import DataError, PvtsegError, QuantizationError
 
 PROG = "pvtseg quantize"
@@ -38,14 +39,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _images_in(folder: Path) -> List[Path]:
@@ -77,7 +70,7 @@ def calibration_files(folder: str | Path, frames: Optional[int]) -> List[Path]:
 
 def calibration_record(folder: str | Path, files: Sequence[Path], available: int) -> Dict[str, Any]:
     """Which frames calibrated the model: folder, count, per-file SHA-256 and one digest over them."""
-    hashes = {p.name: _sha256(p) for p in files}
+    hashes = {p.name: sha256_file(p) for p in files}
     digest = hashlib.sha256("".join(f"{n}:{h}\n" for n, h in sorted(hashes.items())).encode()).hexdigest()
     return {"folder": str(folder), "frames": len(files), "available": available,
             "selection": "evenly spaced over the sorted file names", "sha256_digest": digest, "files": hashes}
@@ -193,7 +186,7 @@ def quantize(onnx: str | Path, calib: str | Path, out: str | Path, *, calib_fram
         f"{res.summary['quantize_linear']} Q / {res.summary['dequantize_linear']} DQ ({time.time() - t0:.0f} s)")
     record = res.record()
     record["calibration"] = calibration_record(calib, files, len(_images_in(Path(calib))))
-    record["source"] = {"onnx": src.name, "sha256": _sha256(src)}
+    record["source"] = {"onnx": src.name, "sha256": sha256_file(src)}
     record["accuracy"] = None
     if eval_dir is not None:
         record["accuracy"] = _gate(src, res.model, q.int8_sidecar(fp32_meta, record), eval_dir, eval_frames,

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
 
 from .. import meta as meta_mod
 from ..errors import EngineError
-from ..io_utils import atomic_path, atomic_write_bytes
+from ..io_utils import AtomicSet, atomic_write_bytes
+from ..platform_info import collect_facts
 from .device import gpu_info
 from .plan import BuildPlan, LayerInfo, select_fp32_layers
 from .prepare import PreparedBuild, describe, prepare_build, save_graph
@@ -134,6 +135,15 @@ def _build_serialized(prepared: PreparedBuild, verbose: bool, log: Callable[[str
     return serialized
 
 
+def _write_engine_set(engine_path: Path, data: bytes, meta: Dict[str, Any]) -> None:
+    """Engine + sidecar as one set, sidecar first: it records the engine's sha256, so a reader
+    that looks between the two renames refuses the pair instead of running a mismatched one."""
+    with AtomicSet() as files:
+        files.write_bytes(meta_mod.sidecar_path(engine_path), meta_mod.dumps(meta).encode("utf-8"))
+        files.write_bytes(engine_path, data)
+        files.commit()
+
+
 def build_engine(onnx_path: "str | os.PathLike[str]", engine_path: "str | os.PathLike[str]", *,
                  fp16: bool = False, int8: bool = False, workspace_mb: Optional[int] = None,
                  timing_cache: Optional[str] = None, min_shape: Optional[str] = None,
@@ -163,14 +173,13 @@ def build_engine(onnx_path: "str | os.PathLike[str]", engine_path: "str | os.Pat
     if save_onnx is not None:
         log(f"wrote {save_graph(prepared, save_onnx)} (the graph handed to the parser)")
     t0 = time.perf_counter()
-    serialized = _build_serialized(prepared, verbose, log)
-    with atomic_path(engine_path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(memoryview(serialized))
+    data = bytes(memoryview(_build_serialized(prepared, verbose, log)))
     build_s = time.perf_counter() - t0
     out = dict(prepared.meta, tensorrt_version=str(trt.__version__), compute_capability=cc, gpu_name=name,
-               build_seconds=round(build_s, 1), dla_core=prepared.plan.dla_core)
-    meta_mod.write(engine_path, out)
+               build_seconds=round(build_s, 1), dla_core=prepared.plan.dla_core,
+               platform=collect_facts(imports=False))
+    out[meta_mod.ARTIFACTS_KEY] = {engine_path.name: meta_mod.bytes_digest(data)}
+    _write_engine_set(engine_path, data, out)
     log(f"wrote {engine_path} ({engine_path.stat().st_size / 1e6:.1f} MB, {prepared.plan.precision}, "
         f"TensorRT {trt.__version__}, sm {cc}, {build_s:.0f} s)")
     return out

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ..errors import OperatorTableError
-from .contract import OPS_10_1
+from .contract import OPS_10_1, node_attr
 
 # The 10.0 and 10.1 tables mark the same operators Y (contract.py keeps the data).
 SUPPORTED_OPS = OPS_10_1
@@ -57,16 +57,6 @@ def parse_operator_table(path_or_text: "str | os.PathLike[str]") -> Dict[str, Op
     return table
 
 
-def _attr(node: Any, name: str, default: Any = None) -> Any:
-    import onnx
-
-    for a in node.attribute:
-        if a.name == name:
-            v = onnx.helper.get_attribute_value(a)
-            return v.decode() if isinstance(v, bytes) else v
-    return default
-
-
 def check_onnx_for_tensorrt(model: Any, table: Optional[Dict[str, OpInfo]] = None,
                             min_trt: str = "8.5") -> List[str]:
     """Problems TensorRT's ONNX parser would have with `model` (an onnx.ModelProto).
@@ -95,13 +85,13 @@ def check_onnx_for_tensorrt(model: Any, table: Optional[Dict[str, OpInfo]] = Non
             seen[node.op_type] = seen.get(node.op_type, 0) + 1
             continue
         if node.op_type == "Resize":
-            mode = _attr(node, "mode", "nearest")
-            coord = _attr(node, "coordinate_transformation_mode", "half_pixel")
+            mode = node_attr(node, "mode", "nearest")
+            coord = node_attr(node, "coordinate_transformation_mode", "half_pixel")
             if mode not in RESIZE_MODES:
                 problems.append(f"{where}: mode {mode!r} is not supported (TensorRT: nearest, linear)")
             if coord not in RESIZE_COORD_MODES:
                 problems.append(f"{where}: coordinate_transformation_mode {coord!r} is not supported")
-            if _attr(node, "antialias", 0):
+            if node_attr(node, "antialias", 0):
                 problems.append(f"{where}: antialias is not supported")
         if node.op_type in ("Slice", "Unsqueeze", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"):
             idx = 3 if node.op_type == "Slice" else 1

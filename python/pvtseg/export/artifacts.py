@@ -8,7 +8,7 @@ CLI: `pvtseg export --model pvt_v2_b0_segformer --checkpoint X --num-classes 11 
 --width 480 --formats onnx,torchscript --out models/build/camvid_b0` (= python/export_model.py).
 
 What it does:
-- exact inference rewrites first (models/fuse.py: SegFormer decoder fold, BN folding, PVT v1
+- exact inference rewrites first (export/fuse.py: SegFormer decoder fold, BN folding, PVT v1
   position embeddings baked at the export size for static graphs);
 - ONNX through the TorchScript-based exporter (`dynamo=False`): at opset 17 it gives one
   LayerNormalization per norm and, after onnxslim, static integer sizes in every Resize;
@@ -46,7 +46,7 @@ import torch.nn as nn
 
 from .. import meta as meta_mod
 from ..errors import ExportError, ExportMemoryError, InputShapeError
-from ..io_utils import AtomicSet, check_free_space, check_writable, clean_stale_temps, guard_write
+from ..io_utils import AtomicSet, check_free_space, check_writable, clean_stale_temps, guard_write, sha256_file  # noqa: F401 (sha256_file: public here)
 from ..models import camvid
 
 FORMATS = ("onnx", "torchscript")
@@ -534,9 +534,3 @@ def _check_inputs(batch: int, height: int, width: int, mean: List[float], std: L
     return inputs
 
 
-def sha256_file(path: "str | os.PathLike[str]") -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output base path, e.g. models/build/camvid_b0 (no suffix)")
     p.add_argument("--sidecar", "--meta", dest="sidecar",
                    help="JSON sidecar to copy class names, palette, mean/std (and defaults) from")
-    p.add_argument("--no-fuse", action="store_true", help="skip the exact inference rewrites (models/fuse.py)")
+    p.add_argument("--no-fuse", action="store_true", help="skip the exact inference rewrites (export/fuse.py)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity self-check (not recommended)")
     p.add_argument("--sample-image", help="image for the real-frame check (default: a CamVid val frame)")
     p.add_argument("--force-size", action="store_true",

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Optional
 from .. import __version__
 from .. import meta as meta_mod
 from ..errors import EngineError, MetaError
+from ..io_utils import sha256_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
 # What a build may take from the GPU's memory: enough for PVT/SegFormer segmentors at
@@ -31,19 +32,11 @@ PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_MB = 1024
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def onnx_digest(onnx_path: Path) -> str:
     """sha256 of the graph and, when the weights sit in `x.onnx.data`, of those too."""
-    digest = file_sha256(onnx_path)
+    digest = sha256_file(onnx_path)
     data = onnx_path.with_name(onnx_path.name + ".data")
-    return digest if not data.is_file() else hashlib.sha256((digest + file_sha256(data)).encode()).hexdigest()
+    return digest if not data.is_file() else hashlib.sha256((digest + sha256_file(data)).encode()).hexdigest()
 
 
 def shape_profile(meta: Dict[str, Any]) -> Dict[str, Any]:

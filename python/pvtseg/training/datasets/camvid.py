@@ -13,7 +13,7 @@ from ...errors import DataError
 from ...io_utils import atomic_path
 from ...models.camvid import CLASS_NAMES, IGNORE_INDEX, PALETTE
 from .classes import ClassSet
-from .reading import IMAGE_SUFFIXES, Layout, Pair, _cv2, check_root, classes_override, match_pairs
+from .reading import IMAGE_SUFFIXES, Layout, Pair, _cv2, check_root, match_pairs
 
 SPLITS = ("train", "val", "test")
 PROJECT_ROOT = Path(__file__).resolve().parents[4]
@@ -52,14 +52,11 @@ class CamVidLayout(Layout):
     name = "CamVid"
     key = "camvid"
     summary = "SPLIT/images + SPLIT/labels"
+    builtin_classes = CAMVID_CLASSES
 
     @classmethod
     def detect(cls, root: Path) -> bool:
         return any((root / s / "images").is_dir() and (root / s / "labels").is_dir() for s in SPLITS)
-
-    @classmethod
-    def open(cls, root: Path) -> "CamVidLayout":
-        return cls(root, classes_override(root) or CAMVID_CLASSES)
 
     def pairs(self, split: str) -> List[Pair]:
         return list_split(self.root, split)

@@ -13,7 +13,7 @@ from typing import List
 
 from ...errors import DataError
 from .classes import ClassSet
-from .reading import Layout, Pair, classes_override, list_files, match_pairs
+from .reading import Layout, Pair, list_files, match_pairs
 
 # the 19 trainIds in order: (name, RGB colour of the official colour maps)
 TRAIN_CLASSES = (
@@ -50,14 +50,11 @@ class CityscapesLayout(Layout):
     name = "Cityscapes"
     key = "cityscapes"
     summary = "leftImg8bit/ + gtFine/ labelIds -> 19 trainIds"
+    builtin_classes = CITYSCAPES_CLASSES
 
     @classmethod
     def detect(cls, root: Path) -> bool:
         return (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir()
-
-    @classmethod
-    def open(cls, root: Path) -> "CityscapesLayout":
-        return cls(root, classes_override(root) or CITYSCAPES_CLASSES)
 
     def pairs(self, split: str) -> List[Pair]:
         sub = self.split_dir(split)

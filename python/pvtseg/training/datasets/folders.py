@@ -12,14 +12,13 @@ for generic and mmseg folders and replaces the built-in classes of ADE20K.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import List, Type
+from typing import List
 
 from ...errors import DataError
 from ...meta import default_palette
 from .classes import ClassSet
-from .reading import IMAGE_SUFFIXES, MASK_SUFFIXES, Layout, Pair, classes_override, list_files, match_pairs
+from .reading import IMAGE_SUFFIXES, MASK_SUFFIXES, Layout, Pair, list_files, match_pairs
 
 # ADE20K SceneParsing (150 classes), in class-id order (mask value - 1); the public class list
 ADE20K_NAMES = tuple(n.strip() for n in """
@@ -50,24 +49,10 @@ class FolderLayout(Layout):
 
     image_dir = "images"
     mask_dir = "masks"
-    needs_classes = True
 
     @classmethod
     def detect(cls, root: Path) -> bool:
         return (root / cls.image_dir).is_dir() and (root / cls.mask_dir).is_dir()
-
-    @classmethod
-    def open(cls, root: Path) -> "FolderLayout":
-        classes = classes_override(root)
-        if classes is None:
-            if cls.needs_classes:
-                raise DataError(_classes_missing(root, cls))
-            classes = cls.default_classes()
-        return cls(root, classes)
-
-    @classmethod
-    def default_classes(cls) -> ClassSet:  # pragma: no cover - only layouts with needs_classes=False
-        raise NotImplementedError
 
     def available(self) -> List[str]:
         return [s for s, d in self.split_dirs.items() if (self.root / self.image_dir / d).is_dir()]
@@ -90,13 +75,6 @@ class FolderLayout(Layout):
                            f"{self.image_dir}/{sub}/NAME.<jpg|png> needs {self.mask_dir}/{sub}/NAME.png")
 
 
-def _classes_missing(root: Path, layout: Type[Layout]) -> str:
-    example = json.dumps({"names": ["background", "road", "obstacle"], "ignore_index": 255})
-    return (f"{root} is a {layout.name} folder ({layout.summary}) but has no classes.json. Write "
-            f"{root / 'classes.json'} naming one class per mask value 0..N-1, e.g. {example} "
-            '(optional: "palette": [[r, g, b], ...], "remap": {"<mask value>": <class id>}).')
-
-
 class GenericLayout(FolderLayout):
     name = "generic"
     key = "generic"
@@ -115,13 +93,9 @@ class ADE20KLayout(FolderLayout):
     key = "ade20k"
     summary = "images/training|validation + annotations/training|validation"
     image_dir, mask_dir = "images", "annotations"
-    needs_classes = False
+    builtin_classes = ADE20K_CLASSES
     split_dirs = {"train": "training", "val": "validation"}
 
     @classmethod
     def detect(cls, root: Path) -> bool:
         return (root / "images" / "training").is_dir() and (root / "annotations" / "training").is_dir()
-
-    @classmethod
-    def default_classes(cls) -> ClassSet:
-        return ADE20K_CLASSES

@@ -7,9 +7,10 @@ one pass instead of one file per run.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
@@ -166,13 +167,16 @@ def problem_fixes(classes: ClassSet) -> Dict[str, str]:
 
 
 class Layout:
-    """A dataset folder layout. Subclasses set `name`, `split_dirs` and implement detect/pairs."""
+    """A dataset folder layout. Subclasses set `name`, `split_dirs`, `builtin_classes` and implement
+    detect/pairs."""
 
     name = "?"
     key = "?"
     summary = ""
     # canonical split -> folder name in this layout
     split_dirs: Dict[str, str] = {"train": "train", "val": "val", "test": "test"}
+    # the classes of a folder without classes.json; None: the layout needs one
+    builtin_classes: Optional[ClassSet] = None
 
     def __init__(self, root: Path, classes: ClassSet):
         self.root, self.classes = Path(root), classes
@@ -182,8 +186,12 @@ class Layout:
         raise NotImplementedError
 
     @classmethod
-    def open(cls, root: Path) -> "Layout":  # pragma: no cover - every layout overrides it
-        raise NotImplementedError
+    def open(cls, root: Path) -> "Layout":
+        """The layout at `root`: ROOT/classes.json when present, else `builtin_classes`."""
+        classes = classes_override(root) or cls.builtin_classes
+        if classes is None:
+            raise DataError(_classes_missing(root, cls))
+        return cls(root, classes)
 
     def pairs(self, split: str) -> List[Pair]:  # pragma: no cover - every layout overrides it
         raise NotImplementedError
@@ -198,6 +206,13 @@ class Layout:
         c = self.classes
         return (f"{self.name} layout ({self.summary}) at {self.root}: {c.num_classes} classes"
                 f"{' from ' + c.source if c.source else ''}, ignore index {c.ignore_index}")
+
+
+def _classes_missing(root: Path, layout: Type[Layout]) -> str:
+    example = json.dumps({"names": ["background", "road", "obstacle"], "ignore_index": 255})
+    return (f"{root} is a {layout.name} folder ({layout.summary}) but has no classes.json. Write "
+            f"{root / 'classes.json'} naming one class per mask value 0..N-1, e.g. {example} "
+            '(optional: "palette": [[r, g, b], ...], "remap": {"<mask value>": <class id>}).')
 
 
 def classes_override(root: Path) -> Optional[ClassSet]:
