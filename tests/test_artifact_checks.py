@@ -146,3 +146,17 @@ def test_engine_specs_extra_outputs_and_dynamic_axes_are_fine():
     with pytest.raises(ArtifactMismatchError, match="output classes is 19"):
         check_io("x.engine", m, [TensorSpec("input", (None, 3, None, None), "float32")],
                  [TensorSpec("logits", (None, 19, None, None), "float32")])
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda m: m["input"].update(dynamic={"height": [256, 512]}), "input.dynamic.height"),
+    (lambda m: m["input"].update(dtype="int8"), "input.dtype"),
+    (lambda m: m["input"].update(name=""), "input.name"),
+    (lambda m: m["output"].update(name=""), "output.name"),
+    (lambda m: m.update(batch=0), "batch"),
+])
+def test_sidecar_values_the_c_plus_plus_reader_also_refuses(tmp_path, edit, field):
+    """Same refusals as cpp/src/meta.cpp, so both runtimes accept exactly the same sidecars."""
+    path = with_sidecar(tmp_path, labels_artifacts(), "onnxruntime", edit)
+    with pytest.raises(MetaError, match=field):
+        Segmenter(path)

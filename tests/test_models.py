@@ -185,7 +185,7 @@ def test_segmentor_outputs(name):
 # ----------------------------------------------------------------------------------------------
 def _run_cli(args, tmp_path):
     env = dict(os.environ, PVTSEG_CACHE=str(tmp_path))
-    return subprocess.run([sys.executable, "-m", "pvtseg.models", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pvtseg", "models", *args], capture_output=True, text=True,
                           env=env, timeout=600)
 
 

@@ -147,10 +147,16 @@ def validate(meta: Any, where: str = "sidecar") -> dict[str, Any]:
             _require(axis in ("batch", "height", "width"), where, f"input.dynamic has unknown axis '{axis}'")
             _require(isinstance(rng, list) and len(rng) == 2 and all(isinstance(x, int) for x in rng)
                      and 0 < rng[0] <= rng[1], where, f"input.dynamic.{axis} must be [min, max]")
+            size = inp.get(axis, meta.get("batch", 1))  # the size the runtime feeds must be in range
+            _require(rng[0] <= size <= rng[1], where, f"input.dynamic.{axis} {rng} does not contain {size}")
+    _require(inp.get("dtype", "float32") in ("float32", "float16"), where, "input.dtype must be float32 or float16")
+    _require(isinstance(inp["name"], str) and inp["name"] != "", where, "input.name must be a non-empty string")
+    _require(isinstance(meta.get("batch", 1), int) and meta.get("batch", 1) >= 1, where, "batch must be an int >= 1")
     out = meta["output"]
     _require(isinstance(out, dict), where, "'output' must be an object")
     for key in ("name", "kind", "dtype", "stride"):
         _require(key in out, where, f"missing field 'output.{key}'")
+    _require(isinstance(out["name"], str) and out["name"] != "", where, "output.name must be a non-empty string")
     _require(out["kind"] in OUTPUT_KINDS, where, f"output.kind must be one of {OUTPUT_KINDS}")
     _require(out["dtype"] in OUTPUT_DTYPES, where, f"output.dtype must be one of {OUTPUT_DTYPES}")
     _require(out["stride"] in (1, 4), where, "output.stride must be 1 (input size) or 4")

@@ -279,29 +279,39 @@ def verify_artifacts(reference: nn.Module, paths: Dict[str, Path], inputs: List[
             ref.set_output(logits_mode)  # type: ignore[operator]
             ref_logits = ref(xt).numpy().astype(np.float64)
         ref_labels = ref_logits.argmax(1)
-        if "onnx" in sessions:
-            s = sessions["onnx"]
-            iname = s.get_inputs()[0].name
-            if output == "labels":
-                labels = s.run(None, {iname: x})[0]
-                logits = sessions["onnx_logits"].run(None, {iname: x})[1] if "onnx_logits" in sessions else None
-            else:
-                logits = s.run(None, {iname: x})[0]
-                labels = logits.argmax(1)
-            _compare(f"onnxruntime {tag}", ref_logits, ref_labels, logits, labels, report, failures)
-        if ts is not None:
-            with torch.no_grad():
-                ts.output = output
-                out = ts(xt).numpy()
-                if output == "labels":
-                    labels = out
-                    ts.output = "logits"
-                    logits = ts(xt).numpy()
-                    ts.output = output
-                else:
-                    logits, labels = out, out.argmax(1)
-            _compare(f"torchscript {tag}", ref_logits, ref_labels, logits, labels, report, failures)
+        runners = [("onnxruntime", lambda: _onnx_outputs(sessions, x, output))] if "onnx" in sessions else []
+        runners += [("torchscript", lambda: _torchscript_outputs(ts, xt, output))] if ts is not None else []
+        for name, run in runners:
+            try:
+                logits, labels = run()
+            except Exception as e:  # the artifact itself fails on this input: a failed check, not a crash
+                failures.append(f"{name} {tag}: the artifact fails to run ({str(e).splitlines()[0][:300]})")
+                continue
+            _compare(f"{name} {tag}", ref_logits, ref_labels, logits, labels, report, failures)
     return report, failures
+
+
+def _onnx_outputs(sessions: Dict[str, Any], x: np.ndarray, output: str) -> Tuple[Optional[np.ndarray], np.ndarray]:
+    s = sessions["onnx"]
+    iname = s.get_inputs()[0].name
+    if output == "labels":
+        labels = s.run(None, {iname: x})[0]
+        logits = sessions["onnx_logits"].run(None, {iname: x})[1] if "onnx_logits" in sessions else None
+        return logits, labels
+    logits = s.run(None, {iname: x})[0]
+    return logits, logits.argmax(1)
+
+
+def _torchscript_outputs(ts: Any, xt: torch.Tensor, output: str) -> Tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        ts.output = output
+        out = ts(xt).numpy()
+        if output != "labels":
+            return out, out.argmax(1)
+        ts.output = "logits"
+        logits = ts(xt).numpy()
+        ts.output = output
+        return logits, out
 
 
 # --------------------------------------------------------------------------------------------
