@@ -92,7 +92,7 @@ def logits_twin(labels_onnx: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# The family check shared by tests/test_engine_adapt_static.py and _dynamic.py
+# The family check of tests/test_engine_adapt.py
 # ---------------------------------------------------------------------------------------------
 
 def _session(model: Any) -> Any:
@@ -170,8 +170,7 @@ def adapt_for_every_tensorrt(family: str, dynamic: bool, tmp_path: Path, monkeyp
                              capsys: Any) -> None:
     """`check_family` through `build_engine.py --plan-only --save-onnx` for every supported
     version, as on a machine without TensorRT (the import is patched to fail): each run exits 0
-    and reports the contract passed for all five versions. The body of
-    tests/test_engine_adapt_static.py and _dynamic.py (one file per input kind, so each runs alone)."""
+    and reports the contract passed for all five versions (tests/test_engine_adapt.py)."""
     from pvtseg.engine import builder
     from pvtseg.engine.cli import main as build_main
     from pvtseg.errors import EngineError

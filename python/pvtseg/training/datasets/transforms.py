@@ -24,20 +24,21 @@ def normalize(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def resize_image(rgb: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+def _resize(a: np.ndarray, size: Tuple[int, int], nearest: bool) -> np.ndarray:
     cv2 = _cv2()
     h, w = size
-    if rgb.shape[:2] == (h, w):
-        return rgb
-    return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+    if a.shape[:2] == (h, w):
+        return a
+    return cv2.resize(a, (w, h), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
+
+
+def resize_image(rgb: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    return _resize(rgb, size, nearest=False)
 
 
 def resize_label(lab: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    cv2 = _cv2()
-    h, w = size
-    if lab.shape[:2] == (h, w):
-        return lab
-    return cv2.resize(lab, (w, h), interpolation=cv2.INTER_NEAREST)
+    """Nearest neighbour: class ids must not be blended."""
+    return _resize(lab, size, nearest=True)
 
 
 def photometric_jitter(rgb: np.ndarray, rng: np.random.Generator, brightness: float = 32.0,
