@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -144,7 +145,7 @@ def test_default_model_export_is_cached_by_sha256(tmp_path, monkeypatch, capsys)
     torch.save(create_model("pvt_v2_b0_segformer", num_classes=11).state_dict(), ckpt)
     assert demo.main(["--headless", "-q", "--max-frames", "2"]) == 0
     assert "changed" in capsys.readouterr().out
-    assert meta.read(art)["checkpoint_sha256"] == demo._sha256(ckpt)
+    assert meta.read(art)["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert sorted(p.name for p in (models / "build").iterdir()) == built
 
 
