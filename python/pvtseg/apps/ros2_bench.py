@@ -59,6 +59,15 @@ def loopback_env(domain_id: Optional[int]) -> Dict[str, str]:
             "RCUTILS_LOGGING_BUFFERED_STREAM": "0"}
 
 
+def large_image_profile() -> Dict[str, str]:
+    """The checkout's Fast DDS profile for images over 512 KiB, unless the user set one: the bench
+    measures the node's overhead, not Fast DDS dropping large best-effort samples."""
+    if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE"):
+        return {}
+    xml = Path(__file__).resolve().parents[3] / "examples" / "ros2" / "fastdds_large_images.xml"
+    return {"FASTDDS_DEFAULT_PROFILES_FILE": str(xml), "FASTRTPS_DEFAULT_PROFILES_FILE": str(xml)} if xml.is_file() else {}
+
+
 def start_node(model: Path, args: argparse.Namespace, env: Dict[str, str], log_path: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "pvtseg", "ros2", "--model", str(model), "--device", args.device,
            "--threads", str(args.threads), "--ros-args", "-r", "__node:=pvtseg_bench_node"]
@@ -211,7 +220,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
     model = resolve_model(args.model)
     frames = load_frames(args.images or default_images_dir(), args.frames + args.warmup)
-    env = loopback_env(args.domain_id)
+    env = dict(loopback_env(args.domain_id), **large_image_profile())
     os.environ.update(env)  # before rclpy.init: this process discovers on the same domain
     rclpy = import_rclpy()
     seg = Segmenter(model, device=args.device, **({"threads": args.threads} if args.threads > 0 else {}))
