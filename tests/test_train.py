@@ -260,6 +260,23 @@ def test_ship_model_writes_weights_and_sidecar(tmp_path):
     create_model("pvt_v2_b0_segformer", num_classes=11).load_state_dict(sd)
 
 
+def test_ship_model_takes_the_classes_the_run_recorded(tmp_path):
+    from pvtseg import meta
+    from pvtseg.models import create_model
+    from pvtseg.models.formats.reader import TRAINING_FORMAT
+    from pvtseg.training.ship_model import ship
+
+    sd = create_model("pvt_v2_b0_segformer", num_classes=3).state_dict()
+    ck = {"format": TRAINING_FORMAT, "model_name": "pvt_v2_b0_segformer", "model": sd, "ema": None,
+          "classes": {"names": ["floor", "wall", "person"], "palette": [[1, 2, 3], [4, 5, 6], [7, 8, 9]],
+                      "ignore_index": 255},
+          "dataset": {"layout": "folder", "root": "/data/x"}}
+    torch.save(ck, tmp_path / "last.pth")
+    m = meta.read(ship(tmp_path / "last.pth", tmp_path / "m.pth", size=(64, 96)))
+    assert m["num_classes"] == 3 and m["class_names"] == ["floor", "wall", "person"]
+    assert m["palette"][2] == [7, 8, 9] and m["ignore_index"] == 255 and m["dataset"] == "folder"
+
+
 # ---------------------------------------------------------------------------------------------
 # your own data: classes travel, fine-tuning across class counts
 

@@ -493,9 +493,12 @@ def _on_key(key: int, paused: bool, stats: LoopStats, img: Optional[np.ndarray],
 def _save(img: np.ndarray, save_dir: Path, index: int) -> str:
     import cv2
 
+    from ..io_utils import atomic_write_bytes
+
     path = Path(save_dir) / f"pvtseg_{time.strftime('%Y%m%d_%H%M%S')}_{index:06d}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), img)
+    ok, png = cv2.imencode(".png", img)
+    if ok:
+        atomic_write_bytes(path, png.tobytes())  # a full disk leaves no half PNG behind
     print(f"saved {path}", flush=True)
     return str(path)
 

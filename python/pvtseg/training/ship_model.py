@@ -4,8 +4,8 @@
         --out models/camvid_pvt_v2_b0_segformer.pth [--size 384 480] [--raw]
 
 Writes a weights-only state dict in pvtseg's own keys (the EMA weights when the run kept
-them, unless --raw), loadable with `create_model(arch, num_classes=11)` +
-`load_state_dict`, and its sidecar `x.json` (arch, CamVid class names + palette, mean/std,
+them, unless --raw), loadable with `create_model(arch, num_classes=N)` +
+`load_state_dict`, and its sidecar `x.json` (arch, the run's class names + palette, mean/std,
 input size = the inference size, stride-4 float32 logits, checkpoint_sha256).
 """
 
@@ -17,14 +17,25 @@ import io
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 
 from .. import meta as meta_mod
-from ..models.camvid import CLASS_NAMES, MEAN, NUM_CLASSES, PALETTE, STD
+from ..models.camvid import CLASS_NAMES, IGNORE_INDEX, MEAN, PALETTE, STD
 from ..errors import CheckpointError, PvtsegError
 from ..io_utils import atomic_write_bytes
+
+
+def _classes(ck: dict) -> Tuple[List[str], List[List[int]], int, str]:
+    """Names, palette, ignore index and dataset the run recorded; CamVid for runs that predate that."""
+    saved = ck.get("classes") or {}
+    if not saved.get("names"):
+        return list(CLASS_NAMES), [list(c) for c in PALETTE], IGNORE_INDEX, "CamVid (SegNet 11-class split)"
+    names = [str(n) for n in saved["names"]]
+    palette = [list(map(int, c)) for c in saved.get("palette") or []] or meta_mod.default_palette(len(names))
+    dataset = ck.get("dataset") or {}
+    return names, palette, int(saved.get("ignore_index", 255)), str(dataset.get("layout", "") if isinstance(dataset, dict) else dataset)
 
 
 def ship(checkpoint: str | Path, out: str | Path, size: tuple[int, int] = (384, 480), raw: bool = False,
@@ -38,7 +49,8 @@ def ship(checkpoint: str | Path, out: str | Path, size: tuple[int, int] = (384, 
     arch = ck.get("model_name", "pvt_v2_b0_segformer")
     sd = ck["model"] if raw or not ck.get("ema") else ck["ema"]["module"]
     sd = {k: v.detach().clone().float().contiguous() if v.is_floating_point() else v.clone() for k, v in sd.items()}
-    model = create_model(arch, num_classes=NUM_CLASSES)
+    names, palette, ignore, dataset = _classes(ck)
+    model = create_model(arch, num_classes=len(names))
     model.load_state_dict(sd, strict=True)  # proves the keys are pvtseg's own
     buf = io.BytesIO()
     torch.save(sd, buf)
@@ -46,11 +58,10 @@ def ship(checkpoint: str | Path, out: str | Path, size: tuple[int, int] = (384, 
     out = Path(out)
     atomic_write_bytes(out, data)
     m = meta_mod.make_meta(
-        arch=arch, num_classes=NUM_CLASSES, height=int(size[0]), width=int(size[1]), output_kind="logits",
-        output_dtype="float32", class_names=list(CLASS_NAMES), palette=[list(c) for c in PALETTE],
+        arch=arch, num_classes=len(names), height=int(size[0]), width=int(size[1]), output_kind="logits",
+        output_dtype="float32", class_names=names, palette=palette,
         mean=list(MEAN), std=list(STD), precision="fp32", output_stride=4,
-        checkpoint_sha256=hashlib.sha256(data).hexdigest(), dataset="CamVid (SegNet 11-class split)",
-        ignore_index=11, **extra)
+        checkpoint_sha256=hashlib.sha256(data).hexdigest(), dataset=dataset, ignore_index=ignore, **extra)
     side = meta_mod.write(out, m)
     for f in (out, side):
         os.chmod(f, 0o644)  # atomic temp files are created 0600
