@@ -36,11 +36,11 @@ class FakeBuild:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, onnx_path, engine_path, *, fp16, int8, workspace_mb, log):
+    def __call__(self, onnx_path, engine_path, *, fp16, int8, workspace_mb, meta, log):
         self.calls.append({"onnx": onnx_path, "engine": engine_path, "fp16": fp16, "int8": int8,
                            "workspace_mb": workspace_mb})
         Path(engine_path).write_bytes(b"engine for " + Path(onnx_path).read_bytes()[:16])
-        m = meta_mod.read(onnx_path)
+        m = {k: v for k, v in meta.items() if k != meta_mod.ARTIFACTS_KEY}  # as engine/prepare.py does
         m.update(precision="fp16" if fp16 else "int8" if int8 else "fp32", tensorrt_version=TARGET["trt"],
                  compute_capability=TARGET["cc"])
         meta_mod.write(engine_path, m)

@@ -71,5 +71,8 @@ inline double ms_since(Clock::time_point t0) {
 // The first line of an exception message (LibTorch's carry C++ stack traces after it).
 std::string first_line(const std::string& what);
 
+// The file's extension, lower-cased (".onnx" for "a/M.Onnx"); empty when it has none.
+std::string lower_extension(const std::string& path);
+
 }  // namespace detail
 }  // namespace pvtseg

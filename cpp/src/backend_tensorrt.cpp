@@ -27,11 +27,6 @@ namespace pvtseg {
 namespace detail {
 namespace {
 
-bool is_onnx(const std::string& path) {
-  return path.size() >= 5 && (path.compare(path.size() - 5, 5, ".onnx") == 0 ||
-                              path.compare(path.size() - 5, 5, ".ONNX") == 0);
-}
-
 std::vector<char> read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) {
@@ -62,7 +57,7 @@ class TensorRTBackend final : public BackendImpl {
       : meta_(meta), norm_(normalization(meta.input)), log_(log), trt_logger_(log), device_(opt.device) {
     select_device(opt);
     std::string engine_path = opt.model_path;
-    if (is_onnx(opt.model_path)) {
+    if (lower_extension(opt.model_path) == ".onnx") {  // as backend_for decides
       engine_path = cached_engine_for_onnx(meta_, opt, trt_logger_, log_, running_trt_, running_cc_);
     } else {
       // Refuse a mismatched engine before TensorRT tries (and fails obscurely) to load it.

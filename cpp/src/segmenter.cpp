@@ -80,10 +80,6 @@ std::unique_ptr<BackendImpl> make_tensorrt_backend(const ModelMeta&, const Segme
 }
 #endif
 
-}  // namespace detail
-
-namespace {
-
 std::string lower_extension(const std::string& path) {
   const size_t slash = path.find_last_of("/\\");
   const size_t dot = path.find_last_of('.');
@@ -93,9 +89,13 @@ std::string lower_extension(const std::string& path) {
   return ext;
 }
 
+}  // namespace detail
+
+namespace {
+
 Backend backend_for(const SegmenterOptions& opt) {
   if (opt.backend != Backend::kAuto) return opt.backend;
-  const std::string ext = lower_extension(opt.model_path);
+  const std::string ext = detail::lower_extension(opt.model_path);
   if (ext == ".engine" || ext == ".plan" || ext == ".trt") return Backend::kTensorRT;
   if (ext == ".ts" || ext == ".pt" || ext == ".torchscript") return Backend::kLibTorch;
   if (ext == ".onnx") return Backend::kTensorRT;  // built into a cached engine (or refused without TensorRT)
@@ -105,7 +105,7 @@ Backend backend_for(const SegmenterOptions& opt) {
 }
 
 void check_backend_accepts(Backend backend, const SegmenterOptions& opt) {
-  if (backend == Backend::kLibTorch && lower_extension(opt.model_path) == ".onnx") {
+  if (backend == Backend::kLibTorch && detail::lower_extension(opt.model_path) == ".onnx") {
     throw Error(ErrorCode::kInvalidArgument, "the LibTorch backend reads TorchScript, not ONNX (" + opt.model_path + ").",
                 "Export TorchScript with `pvtseg export --formats torchscript`, or open the .onnx with the "
                 "TensorRT backend (it builds and caches an engine).");

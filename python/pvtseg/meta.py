@@ -210,7 +210,7 @@ def check_artifact(artifact: str | os.PathLike, meta: dict[str, Any], where: str
     if not isinstance(entry, dict) or not Path(artifact).is_file():
         return
     size = os.path.getsize(artifact)
-    same = size == entry.get("bytes") and file_digest(artifact)["sha256"] == entry.get("sha256")
+    same = size == entry.get("bytes") and sha256_file(artifact) == entry.get("sha256")
     if not same:
         raise ArtifactMismatchError(
             f"{artifact} does not match its sidecar {where} ({size} bytes, the sidecar describes "

@@ -216,16 +216,13 @@ def python_facts() -> Dict[str, Any]:
 
 def cuda_driver_version() -> Optional[str]:
     """The CUDA version the installed driver supports ('11.4'), via libcuda; None without one."""
-    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        v = ctypes.c_int(0)
-        if lib.cuDriverGetVersion(ctypes.byref(v)) == 0 and v.value > 0:
-            return f"{v.value // 1000}.{(v.value % 1000) // 10}"
+    from .engine.device import _libcuda
+
+    lib = _libcuda()
+    v = ctypes.c_int(0)
+    if lib is None or lib.cuDriverGetVersion(ctypes.byref(v)) != 0 or v.value <= 0:
         return None
-    return None
+    return f"{v.value // 1000}.{(v.value % 1000) // 10}"
 
 
 def cuda_facts() -> Dict[str, Any]:

@@ -713,7 +713,7 @@ def _output_tag(path: Path) -> str:
     from .. import meta as meta_mod
 
     try:
-        meta = meta_mod.read(path)
+        meta = meta_mod.read(meta_mod.sidecar_path(path))  # the .json alone: no hash of the artifact here
     except PvtsegError:
         return path.stem
     out = meta["output"]

@@ -128,12 +128,13 @@ def ensure_exported(checkpoint: Path, sidecar: Optional[Path] = None, build_dir:
 
 
 def _broken_artifact(artifact: Path) -> Optional[str]:
-    """Why a cached export cannot be used, or None: its sidecar's digest must match (a truncated
-    or half-replaced file fails here) and the runtime must load it (ONNX Runtime / TorchScript)."""
-    from ..runtime import Segmenter
+    """Why a cached export cannot be used, or None. The export recorded the file's size and sha256
+    in its sidecar, so reading the sidecar catches a truncated or half-replaced file without
+    loading the model a second time (the demo loads it right after)."""
+    from .. import meta as meta_mod
 
     try:
-        Segmenter(artifact).close()
+        meta_mod.read(artifact)
     except (PvtsegError, OSError) as e:
         return str(e).splitlines()[0][:300]
     return None

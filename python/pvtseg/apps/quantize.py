@@ -186,13 +186,15 @@ def quantize(onnx: str | Path, calib: str | Path, out: str | Path, *, calib_fram
         f"{res.summary['quantize_linear']} Q / {res.summary['dequantize_linear']} DQ ({time.time() - t0:.0f} s)")
     record = res.record()
     record["calibration"] = calibration_record(calib, files, len(_images_in(Path(calib))))
-    record["source"] = {"onnx": src.name, "sha256": sha256_file(src)}
+    recorded = (fp32_meta.get(meta_mod.ARTIFACTS_KEY) or {}).get(src.name) or {}  # checked by meta.read
+    record["source"] = {"onnx": src.name, "sha256": recorded.get("sha256") or sha256_file(src)}
     record["accuracy"] = None
     if eval_dir is not None:
         record["accuracy"] = _gate(src, res.model, q.int8_sidecar(fp32_meta, record), eval_dir, eval_frames,
                                    max_drop, force, threads, log)
     q.save_model(res.model, out)
-    side = meta_mod.write(out, q.int8_sidecar(fp32_meta, record))
+    # the sidecar records the new graph's sha256: a reader refuses a graph it was not written with
+    side = meta_mod.write(out, q.int8_sidecar(fp32_meta, record), digest=True)
     log(f"wrote {out} and {side}")
     return record
 

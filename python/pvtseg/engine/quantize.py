@@ -581,6 +581,7 @@ def accuracy_gate(fp32_miou: float, int8_miou: float, max_drop: float, force: bo
 def int8_sidecar(fp32_meta: Dict[str, Any], quantization: Dict[str, Any]) -> Dict[str, Any]:
     """The Q/DQ ONNX's sidecar: the float sidecar with precision int8 and a `quantization` block."""
     meta = copy.deepcopy(fp32_meta)
+    meta.pop(meta_mod.ARTIFACTS_KEY, None)  # the float graph's digests; the Q/DQ file gets its own
     meta["precision"] = "int8"
     meta["quantization"] = quantization
     return meta_mod.validate(meta)

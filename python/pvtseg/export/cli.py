@@ -49,14 +49,11 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def _trained_classes(checkpoint: Optional[str]) -> Dict[str, Any]:
+def _trained_classes(raw: Any) -> Dict[str, Any]:
     """A `pvtseg train` checkpoint's model name and classes, as sidecar fields ({} otherwise):
     the run recorded them, so its export needs no --model / --num-classes / --sidecar."""
-    from ..models.formats import is_training_checkpoint, read_checkpoint
+    from ..models.formats import is_training_checkpoint
 
-    if not checkpoint or not Path(checkpoint).is_file():
-        return {}
-    raw = read_checkpoint(checkpoint)
     if not is_training_checkpoint(raw):
         return {}
     out: Dict[str, Any] = {"arch": raw.get("model_name")}
@@ -80,8 +77,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             src = meta_mod.read(args.sidecar)
         except PvtsegError as e:
             return _fail(str(e))
+    raw = None  # the checkpoint, read once (safe reader) for its classes and its weights
     try:
-        src = {**_trained_classes(args.checkpoint), **src}  # an explicit --sidecar wins
+        if args.checkpoint and Path(args.checkpoint).is_file():
+            from ..models.formats import read_checkpoint
+
+            raw = read_checkpoint(args.checkpoint)
+        src = {**_trained_classes(raw), **src}  # an explicit --sidecar wins
     except PvtsegError as e:
         return _fail(str(e))
     args.model = args.model or src.get("arch")
@@ -116,7 +118,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.checkpoint:
             from ..models import load_checkpoint
 
-            load_checkpoint(model, args.checkpoint, strict=True)  # the safe reader; a training checkpoint: its EMA
+            load_checkpoint(model, raw, strict=True)  # a training checkpoint gives its EMA weights
             sha = sha256_file(args.checkpoint)
         else:
             print(f"{PROG}: warning: no --checkpoint: exporting RANDOM weights (for testing the pipeline only)",

@@ -32,9 +32,11 @@ PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_MB = 1024
 
 
-def onnx_digest(onnx_path: Path) -> str:
-    """sha256 of the graph and, when the weights sit in `x.onnx.data`, of those too."""
-    digest = sha256_file(onnx_path)
+def onnx_digest(onnx_path: Path, meta: Optional[Dict[str, Any]] = None) -> str:
+    """sha256 of the graph and, when the weights sit in `x.onnx.data`, of those too. The graph's
+    hash comes from its sidecar when the export recorded it (meta.read has just checked it)."""
+    recorded = ((meta or {}).get(meta_mod.ARTIFACTS_KEY) or {}).get(onnx_path.name) or {}
+    digest = recorded.get("sha256") or sha256_file(onnx_path)
     data = onnx_path.with_name(onnx_path.name + ".data")
     return digest if not data.is_file() else hashlib.sha256((digest + sha256_file(data)).encode()).hexdigest()
 
@@ -96,7 +98,7 @@ def cached_engine(onnx_path: "str | Path", *, precision: str = "fp16", workspace
         log(f"engine cache: {onnx_path.name} is a Q/DQ (INT8) graph; building INT8 (asked: {precision})")
         precision = "int8"  # TensorRT builds a Q/DQ graph in INT8 whatever flag is set
     target = target or _target()
-    key = cache_key(onnx_digest(onnx_path), target["trt"], target["cc"], precision, shape_profile(meta))
+    key = cache_key(onnx_digest(onnx_path, meta), target["trt"], target["cc"], precision, shape_profile(meta))
     engine = engine_path_for(onnx_path, key, target["trt"], target["cc"], precision)
     if _cached(engine, key):
         log(f"engine cache: reusing {engine.name}")
@@ -105,10 +107,8 @@ def cached_engine(onnx_path: "str | Path", *, precision: str = "fp16", workspace
         f"sm {target['cc']}); this takes minutes once, later runs reuse it")
     if build is None:
         from ..engine.builder import build_engine as build
+    # The key rides in the meta the builder writes with the engine, as one atomic set.
     build(onnx_path, engine, fp16=precision == "fp16", int8=precision == "int8",
-          workspace_mb=workspace_mb or DEFAULT_WORKSPACE_MB, log=log)
-    engine_meta = meta_mod.read(engine)
-    engine_meta["engine_cache_key"] = key
-    meta_mod.write(engine, engine_meta)
+          workspace_mb=workspace_mb or DEFAULT_WORKSPACE_MB, meta=dict(meta, engine_cache_key=key), log=log)
     log(f"engine cache: wrote {engine}")
     return engine

@@ -237,17 +237,26 @@ def format_table(m: Dict[str, Any]) -> str:
 # CLI
 
 
-def load_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load weights in any format pvtseg reads, through the same safe reader as every checkpoint
-    (weights_only, never a pickle fallback): a state dict, or a `pvtseg train` checkpoint
-    (runs/X/last.pth, best.pth), which gives its EMA weights when the run kept an EMA."""
-    from ..models.formats import load_checkpoint, read_checkpoint, trained_model_name
+def read_weights_file(path: str | Path) -> Any:
+    """The checkpoint's contents, read once through the safe reader (weights_only, never a pickle
+    fallback); CheckpointNotFoundError with the fix when the path does not exist."""
+    from ..models.formats import read_checkpoint
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint {path} does not exist. Pass --checkpoint PATH to a .pth "
                                       "written by `pvtseg train` (runs/X/best.pth) or the shipped models/*.pth.")
-    raw = read_checkpoint(path)
+    return read_checkpoint(path)
+
+
+def load_weights(model: torch.nn.Module, path: str | Path, raw: Any = None) -> None:
+    """Load weights in any format pvtseg reads: a state dict, or a `pvtseg train` checkpoint
+    (runs/X/last.pth, best.pth), which gives its EMA weights when the run kept an EMA.
+    `raw`: the file's contents when the caller has already read them (read_weights_file)."""
+    from ..models.formats import load_checkpoint, trained_model_name
+
+    path = Path(path)
+    raw = read_weights_file(path) if raw is None else raw
     trained_as, name = trained_model_name(raw), getattr(model, "pvtseg_name", None)
     if trained_as is not None and name is not None and trained_as != name:
         raise CheckpointError(f"checkpoint {path} was trained as {trained_as!r}, not {name!r}: pass --model {trained_as}.")
@@ -259,13 +268,12 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> None:
                               "shipped models/*.pth.")
 
 
-def _model_and_classes(ckpt: Path, layout: Any, model_arg: Optional[str]) -> Tuple[str, List[str]]:
+def _model_and_classes(raw: Any, ckpt: Path, layout: Any, model_arg: Optional[str]) -> Tuple[str, List[str]]:
     """(model name, class names) of an eval: --model, else the training checkpoint's model; the
     dataset's classes, which must be as many as the checkpoint was trained for."""
-    from ..models.formats import is_training_checkpoint, read_checkpoint
+    from ..models.formats import is_training_checkpoint
 
-    raw = read_checkpoint(ckpt) if ckpt.is_file() else None  # missing: load_weights says so
-    info: Dict[str, Any] = dict(raw) if raw is not None and is_training_checkpoint(raw) else {}
+    info: Dict[str, Any] = dict(raw) if is_training_checkpoint(raw) else {}
     arch = model_arg or info.get("model_name") or "pvt_v2_b0_segformer"
     names = list(layout.classes.names)
     saved = list((info.get("classes") or {}).get("names") or [])
@@ -351,10 +359,11 @@ def _run(args: argparse.Namespace) -> int:
             raise PvtsegError("--sliding takes no value or two (window H W).")
 
     layout = open_dataset(args.data)
-    arch, names = _model_and_classes(ckpt, layout, args.model)
+    raw = read_weights_file(ckpt)
+    arch, names = _model_and_classes(raw, ckpt, layout, args.model)
     split = load_split(layout, args.split, cache_dir=None if args.no_cache else DEFAULT_CACHE, limit=args.limit)
     model = create_model(arch, num_classes=len(names))
-    load_weights(model, ckpt)
+    load_weights(model, ckpt, raw)
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -18,17 +18,17 @@ from .detect import LAYOUTS, detect_layout, open_dataset
 from .folders import ADE20K_CLASSES, ADE20KLayout, GenericLayout, MmsegLayout
 from .reading import Layout
 from .splits import DEFAULT_CACHE, DEFAULT_MAX_DECODED_GB, LazyFrames, Split, load_split, scan_pairs
-from .transforms import (CamVidTrain, SegTrain, TrainTransform, balanced_weights, class_frequencies, normalize,
+from .transforms import (SegTrain, TrainTransform, balanced_weights, normalize,
                          photometric_jitter, resize_image, resize_label, weights_from_counts)
 from ...models.camvid import IGNORE_INDEX, MEAN, NUM_CLASSES, STD
 from ...errors import DataError
 
 __all__ = [
-    "ADE20K_CLASSES", "ADE20KLayout", "CAMVID_CLASSES", "CITYSCAPES_CLASSES", "CamVidLayout", "CamVidTrain",
+    "ADE20K_CLASSES", "ADE20KLayout", "CAMVID_CLASSES", "CITYSCAPES_CLASSES", "CamVidLayout",
     "CityscapesLayout", "ClassSet", "DEFAULT_CACHE", "DEFAULT_DATA", "DEFAULT_MAX_DECODED_GB", "DataError",
     "GenericLayout", "IGNORE_INDEX", "LABEL_TO_TRAIN", "LAYOUTS", "Layout", "LazyFrames", "MEAN", "MmsegLayout",
     "NUM_CLASSES", "PROJECT_ROOT", "SPLITS", "STD", "SegTrain", "Split", "TrainTransform", "balanced_weights",
-    "class_frequencies", "classes_from_dict", "detect_layout", "find_camvid", "list_split", "load_classes_json",
+    "classes_from_dict", "detect_layout", "find_camvid", "list_split", "load_classes_json",
     "load_split", "make_clip", "normalize", "open_dataset", "photometric_jitter", "resize_image", "resize_label",
     "scan_pairs", "weights_from_counts",
 ]

@@ -137,11 +137,6 @@ class SegTrain:
         return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
 
 
-def class_frequencies(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    cnt = np.bincount(labels.ravel(), minlength=256)[:num_classes].astype(np.float64)
-    return cnt / max(cnt.sum(), 1.0)
-
-
 def balanced_weights(labels: np.ndarray, num_classes: int = NUM_CLASSES, power: float = 0.5) -> np.ndarray:
     """Median-frequency balancing (SegNet) softened by `power`; normalised to mean 1."""
     return weights_from_counts(np.bincount(labels.ravel(), minlength=256)[:num_classes], power)
@@ -155,6 +150,3 @@ def weights_from_counts(class_pixels: np.ndarray, power: float = 0.5) -> np.ndar
     f = np.where(f > 0, f, f[f > 0].min() if (f > 0).any() else 1.0)
     w = (np.median(f) / f) ** power
     return (w / w.mean()).astype(np.float32)
-
-
-CamVidTrain = SegTrain  # the name before other layouts existed
